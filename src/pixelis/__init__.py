@@ -1,0 +1,3 @@
+"""Pixelis: train and serve pixel-space reasoning agents."""
+
+__version__ = "0.1.0"
