@@ -1,0 +1,157 @@
+"""Options every ``pixelis`` command shares, and ``start_run``: config, seeds, logging, tracing, manifest.
+
+A command declares the shared options with the ``Annotated`` aliases below and calls :func:`start_run`
+first::
+
+    @app.command()
+    def train(out: OutOpt = Path("runs/sft"), config: ConfigOpt = None, overrides: SetOpt = None,
+              seed: SeedOpt = None, deterministic: DeterministicOpt = None,
+              log_level: LogLevelOpt = None, log_format: LogFormatOpt = None) -> None:
+        run = start_run("sft", out, config, overrides or [], seed, deterministic, log_level, log_format)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+
+from pixelis.core.config import ConfigError, PixelisConfig, dump_config, load_config
+from pixelis.core.repro import enable_deterministic_mode, set_global_seed, write_run_manifest
+from pixelis.core.tracing import configure_tracing, setup_logging
+
+__all__ = [
+    "ConfigOpt",
+    "DeterministicOpt",
+    "LogFormat",
+    "LogFormatOpt",
+    "LogLevelOpt",
+    "OutOpt",
+    "RunContext",
+    "SeedOpt",
+    "SetOpt",
+    "fail",
+    "start_run",
+]
+
+_stderr = Console(stderr=True)
+
+
+class LogFormat(StrEnum):
+    """Console log formats."""
+
+    text = "text"
+    color = "color"
+    json = "json"
+
+
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Global seed (default: reproducibility.seed).")]
+DeterministicOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--deterministic/--no-deterministic",
+        help="Deterministic torch algorithms and pinned threads (default: reproducibility.deterministic).",
+    ),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file (see configs/).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a config value, e.g. sft.max_steps=10 (repeatable)."),
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Run directory: config.yaml, run.json, logs, outputs.")]
+LogLevelOpt = Annotated[
+    str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ... (default: logging.level).")
+]
+LogFormatOpt = Annotated[
+    LogFormat | None, typer.Option("--log-format", help="Console log format (default: logging.format).")
+]
+
+
+@dataclass
+class RunContext:
+    """What a command gets from :func:`start_run`."""
+
+    cfg: PixelisConfig
+    out_dir: Path
+    logger: logging.Logger
+    seed: int
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as one red line on stderr and return the ``typer.Exit`` to raise."""
+    _stderr.print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def start_run(
+    command: str,
+    out: Path,
+    config: Path | None,
+    overrides: list[str],
+    seed: int | None,
+    deterministic: bool | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> RunContext:
+    """Load the config (CLI flags win over ``--set``, which wins over the file), then set up the run in ``out``.
+
+    Seeds everything, enables deterministic mode when asked, configures logging (console + ``out/<logging.file>``)
+    and tracing, writes ``out/config.yaml`` and ``out/run.json``, and logs the manifest and system info.
+    A bad config prints one red line and exits with code 2.
+    """
+    flags = {  # config key -> (flag, value given on the command line)
+        "reproducibility.seed": ("--seed", seed),
+        "reproducibility.deterministic": ("--deterministic", deterministic),
+        "logging.level": ("--log-level", log_level),
+        "logging.format": ("--log-format", str(log_format) if log_format is not None else None),
+    }
+    given = {key: flag_value for key, flag_value in flags.items() if flag_value[1] is not None}
+    flag_overrides = [f"{key}={json.dumps(value)}" for key, (_, value) in given.items()]
+    try:
+        cfg = load_config(config, [*overrides, *flag_overrides])
+    except ConfigError as exc:
+        if exc.key in given:  # the flag was applied last, so the problem is its value
+            flag, value = given[exc.key]
+            raise fail(f"{flag} {value!r}: {exc.problem}") from None
+        raise fail(str(exc)) from None
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    repro = cfg.reproducibility
+    set_global_seed(repro.seed)
+    if repro.deterministic:
+        enable_deterministic_mode(strict=repro.strict, num_threads=repro.torch_threads)
+    elif repro.torch_threads is not None:
+        torch.set_num_threads(repro.torch_threads)
+
+    fmt = cfg.logging.format
+    setup_logging(
+        level=cfg.logging.level,
+        log_file=out / cfg.logging.file,
+        use_tracing=True,
+        use_colors=fmt == "color",
+        fmt=fmt,
+    )
+    configure_tracing(
+        exporter=cfg.tracing.exporter,
+        endpoint=cfg.tracing.otlp_endpoint,
+        sample_ratio=cfg.tracing.sample_ratio,
+        run_dir=out,
+        service_name=cfg.tracing.service_name,
+    )
+    dump_config(cfg, out / "config.yaml")
+    manifest = write_run_manifest(out, repro.seed, repro.deterministic, cfg, sys.argv, extra={"command": command})
+
+    logger = logging.getLogger(f"pixelis.{command}")
+    summary: dict[str, Any] = {k: v for k, v in manifest.items() if k not in ("system_info", "artifacts", "extra")}
+    logger.info("run %s: %s", command, json.dumps({**summary, "out": str(out)}))
+    logger.info("system info: %s", json.dumps(manifest["system_info"], default=str))
+    return RunContext(cfg=cfg, out_dir=out, logger=logger, seed=repro.seed)
