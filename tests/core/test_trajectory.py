@@ -125,5 +125,5 @@ def test_parser_rejects_with_typed_errors(text, error):
 
 def test_render_helpers():
     step = Step(thought="", call=ToolCall("read_text", {}))
-    assert render_step_text(step) == '<tool_call>{"name": "read_text", "arguments": {}}</tool_call>'
+    assert render_step_text(step) == '<tool_call>\n{"name": "read_text", "arguments": {}}\n</tool_call>'
     assert render_final_text("so", "4") == "<think>so</think>\n<answer>4</answer>"

@@ -162,6 +162,9 @@ class AgentConfig(_Section):
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     n_samples: int = Field(1, ge=1, description="Trajectories sampled per query.")
+    tool_prompt: Literal["full", "compact"] = Field(
+        "full", description="Tools shown as full JSON schemas (as Qwen3-VL was trained) or a compact list "
+        "(~100 tokens instead of ~2,000; use for tiny CPU models). Training and evaluation must agree.")
 
 
 class SftConfig(_Section):

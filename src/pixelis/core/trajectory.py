@@ -8,9 +8,11 @@ memory as PIL images; on disk they are PNG files next to the JSONL, referenced b
 On the wire, tool calls follow the Qwen3-VL / Hermes convention::
 
     <think>reasoning</think>
-    <tool_call>{"name": "zoom_in", "arguments": {"image": 0, "bbox": [100, 200, 300, 400]}}</tool_call>
+    <tool_call>
+    {"name": "zoom_in", "arguments": {"image": 0, "bbox": [100, 200, 300, 400]}}
+    </tool_call>
 
-and the final turn is ``<think>...</think>\\n<answer>...</answer>``.
+(the newline form Qwen3-VL emits natively) and the final turn is ``<think>...</think>\\n<answer>...</answer>``.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def render_step_text(step: Step) -> str:
     """Assistant text for a tool-calling step."""
     if step.call is None:
         return step.raw_text or ""
-    return _with_thought(step.thought, f"<tool_call>{step.call.to_json()}</tool_call>")
+    return _with_thought(step.thought, f"<tool_call>\n{step.call.to_json()}\n</tool_call>")
 
 
 def render_final_text(thought: str, answer: str) -> str:
@@ -230,14 +232,19 @@ def _parse_call_json(body: str, text: str) -> ToolCall:
     return ToolCall(name=obj["name"], arguments=arguments)
 
 
-def to_messages(traj: Trajectory, include_answer: bool = True) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+def to_messages(traj: Trajectory, include_answer: bool = True,
+                system: str | None = None) -> tuple[list[dict[str, Any]], list[Image.Image]]:
     """Chat messages (HF multimodal format) and the images their ``{"type": "image"}`` parts refer to, in order.
 
-    Tool responses are ``tool`` messages whose content holds the observation's images and text.
+    An optional system message comes first. Tool responses are ``tool`` messages whose content holds the
+    observation's images and text.
     """
     user_content: list[dict[str, Any]] = [{"type": "image"} for _ in traj.images]
     user_content.append({"type": "text", "text": traj.question})
-    messages: list[dict[str, Any]] = [{"role": "user", "content": user_content}]
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    messages.append({"role": "user", "content": user_content})
     for step in traj.steps:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": render_step_text(step)}]})
         if step.observation is not None:

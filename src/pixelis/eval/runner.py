@@ -1,0 +1,98 @@
+"""Run a policy over a data set, score every answer, and write metrics, predictions and a report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pixelis.agent import Agent, AgentLimits, Policy, ReplayPolicy, SamplingParams
+from pixelis.agent.policies import ModelPolicy
+from pixelis.core.config import PixelisConfig
+from pixelis.core.tracing import TracedOperation
+from pixelis.core.trajectory import Trajectory, TrajectoryFileError, write_jsonl
+from pixelis.data.benchmarks import DataFormatError, load_eval_data
+from pixelis.eval.metrics import compute_metrics
+from pixelis.eval.report import render_report
+from pixelis.eval.scoring import score_answer
+from pixelis.model.load import CheckpointError, load_policy
+from pixelis.tools.base import ToolLimits
+from pixelis.tools.registry import ToolRegistry
+
+log = logging.getLogger("pixelis.eval")
+
+
+def evaluate(agent: Agent, samples: Sequence[Trajectory], out_dir: Path, iou_threshold: float = 0.5,
+             numeric_tolerance: float = 0.0, title: str = "Pixelis evaluation",
+             show_progress: bool = True) -> dict[str, Any]:
+    """Roll out `agent` on every sample, score against `sample.target`, and write into `out_dir`:
+    `metrics.json`, `predictions.jsonl` (with images under `media/`) and `report.md` with PNG charts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions: list[Trajectory] = []
+    correct = 0
+    columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("acc {task.fields[acc]}"),
+               TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn())
+    with TracedOperation("eval.run", "eval", {"samples": len(samples)}), \
+            Progress(*columns, disable=not show_progress, transient=False) as progress:
+        task = progress.add_task("eval", total=len(samples), acc="-", rate="-")
+        for i, sample in enumerate(samples):
+            pred = agent.run(sample, sample_index=i)
+            ok = sample.target is not None and score_answer(pred.answer, sample.target, iou_threshold=iou_threshold,
+                                                            numeric_tolerance=numeric_tolerance)
+            pred.metadata["correct"] = bool(ok)
+            pred.metadata.setdefault("family", sample.metadata.get("family", "unknown"))
+            pred.metadata.setdefault("difficulty", sample.metadata.get("difficulty", "unknown"))
+            correct += int(ok)
+            predictions.append(pred)
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            progress.update(task, advance=1, acc=f"{correct / (i + 1):.1%}", rate=f"{(i + 1) / elapsed:.2f}")
+    metrics = compute_metrics(predictions)
+    write_jsonl(out_dir / "predictions.jsonl", predictions)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    report = render_report({"policy": metrics}, out_dir, title=title)
+    log.info("eval: accuracy %.3f on %d samples, tool-call validity %.3f, RaPR %.3f; report at %s",
+             metrics["accuracy"], metrics["n"], metrics["tool_call_validity"], metrics["rapr"], report)
+    return metrics
+
+
+class EvalSetupError(ValueError):
+    """The evaluation cannot start: bad data, a missing model, or a policy that does not fit the data."""
+
+
+def build_agent(cfg: PixelisConfig, policy: Policy) -> Agent:
+    """An agent with the configured tool limits, rollout limits and sampling."""
+    tool_limits = ToolLimits.from_config(cfg.tools)
+    return Agent(policy, ToolRegistry.default(tool_limits), AgentLimits.from_config(cfg.agent),
+                 SamplingParams.from_config(cfg.agent), seed=cfg.reproducibility.seed,
+                 tool_prompt=cfg.agent.tool_prompt)
+
+
+def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = "model", model_dir: Path | None = None,
+                   split: str = "test", limit: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Load data and the policy (`model` or `golden`), then `evaluate`."""
+    try:
+        samples = load_eval_data(data, split=split, limit=limit)
+    except (DataFormatError, TrajectoryFileError, FileNotFoundError) as exc:
+        raise EvalSetupError(str(exc)) from None
+    if not samples:
+        raise EvalSetupError(f"{data}: no samples to evaluate")
+    if policy == "golden":
+        lacking = [s.id for s in samples if s.answer is None]
+        if lacking:
+            raise EvalSetupError(f"--policy golden needs stored trajectories with answers; {len(lacking)} samples "
+                                 f"of {data} have none (e.g. {lacking[0]!r})")
+        chosen: Policy = ReplayPolicy(samples)
+    else:
+        if model_dir is None:
+            raise EvalSetupError("--policy model needs --model DIR (a checkpoint, e.g. from `pixelis model tiny`)")
+        try:
+            model, processor = load_policy(model_dir, dtype=cfg.model.dtype, device=cfg.model.device)
+        except CheckpointError as exc:
+            raise EvalSetupError(str(exc)) from None
+        chosen = ModelPolicy(model, processor)
+    title = f"Pixelis evaluation: {policy} policy on {data}"
+    return evaluate(build_agent(cfg, chosen), samples, out_dir, cfg.eval.iou_threshold, cfg.eval.numeric_tolerance,
+                    title=title, show_progress=show_progress)

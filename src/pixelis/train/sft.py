@@ -1,0 +1,293 @@
+"""Phase 1 recipe: SFT with the masked imitation loss, driven by the curriculum manager.
+
+setup (data, model, LoRA, optimizer, cosine schedule, curriculum, sampler) -> train (accelerate handles devices,
+DDP and gradient accumulation) -> evaluate every `sft.eval_interval` steps (held-out loss on the current stage's
+difficulties + real agent rollouts) -> checkpoint every `sft.save_interval` steps -> save the final model.
+
+The loop is written out rather than built on `transformers.Trainer`: Trainer resumes by skipping batches of a
+fixed sampler, which cannot restore a curriculum-driven sampler mid-stream bitwise (resume-exact is required).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import save_file
+from transformers import get_cosine_schedule_with_warmup
+
+from pixelis.agent import Agent, AgentLimits, SamplingParams
+from pixelis.agent.policies import ModelPolicy
+from pixelis.agent.prompt import ToolPrompt
+from pixelis.core.config import PixelisConfig
+from pixelis.core.curriculum import CurriculumManager
+from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
+from pixelis.core.tracing import TracedOperation
+from pixelis.core.trajectory import Trajectory, read_jsonl
+from pixelis.eval.metrics import compute_metrics
+from pixelis.eval.scoring import score_answer
+from pixelis.model.chat import MODEL_INPUT_KEYS, collate, render_trajectory
+from pixelis.model.load import load_policy, resolve_device
+from pixelis.model.lora import lora_from_config
+from pixelis.tools.base import ToolLimits
+from pixelis.tools.registry import ToolRegistry
+from pixelis.train.checkpoint import load_checkpoint, save_checkpoint, weights_hash
+from pixelis.train.loss import ArgumentHead, AuxBatch, aux_argument_loss, call_targets, masked_imitation_loss
+from pixelis.train.sampler import CurriculumSampler
+
+log = logging.getLogger("pixelis.sft")
+
+
+class SFTDataError(ValueError):
+    """The SFT data set is missing or unusable."""
+
+
+@dataclass
+class SFTResult:
+    """What a finished SFT run produced."""
+
+    out_dir: Path
+    final_model_dir: Path
+    steps: int
+    last_loss: float
+    weights_sha256: str
+    stage: str
+
+
+def _load_split(suite: Path, split: str) -> list[Trajectory]:
+    path = suite / f"{split}.jsonl"
+    if not path.is_file():
+        raise SFTDataError(f"data.path={suite}: missing {split}.jsonl (generate a suite with `pixelis data synth`)")
+    samples = read_jsonl(path)
+    if not samples:
+        raise SFTDataError(f"{path} holds no trajectories")
+    return samples
+
+
+class SFTRecipe:
+    """One SFT run: build with a config and an output directory, then call `run()`."""
+
+    def __init__(self, cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True):
+        self.cfg, self.out_dir, self.resume, self.show_progress = cfg, Path(out_dir), resume, show_progress
+        if cfg.data.path is None:
+            raise SFTDataError("data.path is not set: point it at a suite directory from `pixelis data synth`")
+        if cfg.model.path is None:
+            raise SFTDataError("model.path is not set: point it at a checkpoint, e.g. from `pixelis model tiny`")
+        trackers = [t for t in cfg.sft.report_to if t != "none"]
+        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.sft.grad_accum,
+                                       log_with=trackers or None, project_dir=str(self.out_dir),
+                                       cpu=resolve_device(cfg.model.device).type == "cpu")
+        if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
+            # Called as a library (not through `pixelis train`): still leave a manifest to record hashes in.
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
+                               sys.argv, extra={"command": "train-sft (library call)"})
+        suite = Path(cfg.data.path)
+        self.train_set = _load_split(suite, "train")
+        self.val_set = _load_split(suite, "val")
+        self.model, self.processor = load_policy(cfg.model.path, dtype=cfg.model.dtype,
+                                                 device=str(self.accelerator.device))
+        if cfg.model.lora.enabled:
+            self.model = lora_from_config(self.model, cfg.model.lora)
+        self.tools = ToolRegistry.default(ToolLimits.from_config(cfg.tools))
+        prompt = ToolPrompt.build(self.tools.schemas(), cfg.agent.tool_prompt)
+        render = lambda t: render_trajectory(self.processor, t, prompt.tools, cfg.sft.max_length, prompt.system)  # noqa: E731
+        self.rendered = [render(t) for t in self.train_set]
+        self.aux_targets = [call_targets(t) for t in self.train_set]
+        self.val_rendered = [render(t) for t in self.val_set]
+        hidden = self.model.config.get_text_config().hidden_size
+        self.head = ArgumentHead(hidden) if cfg.sft.aux_head else None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.head is not None:
+            params += list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay)
+        self.scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, int(cfg.sft.warmup_ratio * cfg.sft.max_steps), cfg.sft.max_steps)
+        self.curriculum = CurriculumManager(cfg.curriculum, logger=log, log_path=self.out_dir / "curriculum.jsonl")
+        rank = self.accelerator.process_index
+        self.sampler = CurriculumSampler([t.metadata.get("difficulty", "simple") for t in self.train_set],
+                                         self.curriculum.sample_difficulty,
+                                         seed=derive_seed(cfg.reproducibility.seed, "sft-sampler", rank))
+        prepared = self.accelerator.prepare(self.model, self.optimizer, self.scheduler,
+                                            *([self.head] if self.head is not None else []))
+        self.model, self.optimizer, self.scheduler = prepared[:3]
+        if self.head is not None:
+            self.head = prepared[3]
+        self.pad_id = self.processor.tokenizer.pad_token_id
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def _forward_loss(self, indices: list[int], rendered: list[Any], targets: list[Any] | None) -> dict[str, Any]:
+        batch = collate([rendered[i] for i in indices], self.pad_id, self.cfg.sft.action_token_weight)
+        device = self.accelerator.device
+        inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
+        out = self.model(**inputs, output_hidden_states=self.head is not None)
+        lm = masked_imitation_loss(out.logits, inputs["input_ids"], batch["weights"].to(device))
+        losses = {"loss_lm": lm}
+        total = lm
+        if self.head is not None and targets is not None:
+            aux_batch = AuxBatch.build(batch["call_token_positions"], [targets[i] for i in indices])
+            aux = aux_argument_loss(self.head, out.hidden_states[-1], aux_batch)
+            losses["loss_aux"] = aux
+            total = lm + self.cfg.sft.aux_weight * aux
+        losses["loss"] = total
+        return losses
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches drawn from the current curriculum mixture."""
+        self.model.train()
+        logged: dict[str, float] = {}
+        for _ in range(self.cfg.sft.grad_accum):
+            indices = self.sampler.next_batch(self.cfg.sft.batch_size)
+            with self.accelerator.accumulate(self.model):
+                losses = self._forward_loss(indices, self.rendered, self.aux_targets)
+                self.accelerator.backward(losses["loss"])
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+            for k, v in losses.items():
+                logged[k] = logged.get(k, 0.0) + v.item() / self.cfg.sft.grad_accum
+        self.step += 1
+        self.curriculum.on_train_step()
+        logged["lr"] = self.scheduler.get_last_lr()[0]
+        return logged
+
+    # ------------------------------------------------------------------------------------------ eval
+
+    def _stage_pools(self) -> set[str]:
+        return {pool for pool, weight in self.curriculum.mixture.items() if weight > 0}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out loss on the current stage's difficulties and agent metrics from real rollouts."""
+        self.model.eval()
+        pools = self._stage_pools()
+        val_idx = [i for i, t in enumerate(self.val_set) if t.metadata.get("difficulty") in pools] or \
+            list(range(len(self.val_set)))
+        loss_idx = val_idx[: self.cfg.sft.eval_loss_samples]
+        losses = [self._forward_loss([i], self.val_rendered, None)["loss_lm"].item() for i in loss_idx]
+        rollout_samples = [self.val_set[i] for i in val_idx[: self.cfg.sft.eval_rollouts]]
+        agent = Agent(ModelPolicy(self.accelerator.unwrap_model(self.model), self.processor), self.tools,
+                      AgentLimits.from_config(self.cfg.agent), SamplingParams(),
+                      seed=self.cfg.reproducibility.seed, tool_prompt=self.cfg.agent.tool_prompt)
+        predictions = []
+        for i, sample in enumerate(rollout_samples):
+            pred = agent.run(sample, sample_index=i)
+            pred.metadata["correct"] = score_answer(pred.answer, sample.target, self.cfg.eval.iou_threshold,
+                                                    self.cfg.eval.numeric_tolerance)
+            predictions.append(pred)
+        metrics = compute_metrics(predictions)
+        return {"eval_loss": sum(losses) / len(losses), "accuracy": metrics["accuracy"],
+                "tool_call_validity": metrics["tool_call_validity"], "rapr": metrics["rapr"]}
+
+    # ------------------------------------------------------------------------------------------ save
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"step": self.step, "sampler": self.sampler.state_dict(), "curriculum": self.curriculum.state_dict(),
+                "history": self.history}
+
+    def save(self) -> Path:
+        path = self.out_dir / f"checkpoint-{self.step}"
+        if self.accelerator.is_main_process:
+            state = save_checkpoint(path, model=self.accelerator.unwrap_model(self.model),
+                                    head=None if self.head is None else self.accelerator.unwrap_model(self.head),
+                                    optimizer=self.optimizer, scheduler=self.scheduler, state=self._trainer_state())
+            record_artifact(self.out_dir, f"checkpoint-{self.step}", state["weights_sha256"])
+            log.info("checkpoint %s (weights sha256 %s)", path, state["weights_sha256"][:16])
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path, model=self.accelerator.unwrap_model(self.model),
+                                head=None if self.head is None else self.accelerator.unwrap_model(self.head),
+                                optimizer=self.optimizer, scheduler=self.scheduler)
+        self.step = state["step"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        self.history = state["history"]
+        log.info("resumed from %s at step %d (stage %s)", path, self.step, self.curriculum.current_stage.name)
+
+    def save_final(self) -> Path:
+        """The trained policy as a loadable checkpoint (LoRA merged), plus the aux head when trained."""
+        final = self.out_dir / "final"
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+            if self.cfg.model.lora.enabled:
+                model = model.merge_and_unload()
+            model.save_pretrained(final, safe_serialization=True)
+            self.processor.save_pretrained(final)
+            if self.head is not None:
+                head = self.accelerator.unwrap_model(self.head)
+                save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(final / "aux_head.safetensors"))
+        self.accelerator.wait_for_everyone()
+        return final
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def run(self) -> SFTResult:
+        """Train to `sft.max_steps` (resuming first when asked); returns where the final model is."""
+        cfg = self.cfg.sft
+        if self.resume is not None:
+            self.load(self.resume)
+        if self.accelerator.is_main_process:
+            self.accelerator.init_trackers("sft", config=_flat_hparams(self.cfg))
+        columns = (TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        last: dict[str, float] = {"loss": float("nan")}
+        show = self.show_progress and self.accelerator.is_main_process
+        with TracedOperation("sft.run", "train", {"max_steps": cfg.max_steps}), \
+                Progress(*columns, disable=not show) as progress:
+            task = progress.add_task("sft", total=cfg.max_steps, completed=self.step, info="")
+            while self.step < cfg.max_steps:
+                last = self.train_step()
+                record: dict[str, Any] = {"step": self.step, **last, "stage": self.curriculum.current_stage.name}
+                if self.step % self.cfg.curriculum.evaluation_interval == 0 or self.step == cfg.max_steps:
+                    with TracedOperation("sft.evaluate", "train", {"step": self.step}):
+                        metrics = self.evaluate()
+                        decision = self.curriculum.update(metrics, step=self.step)
+                    record.update(metrics, decision=decision.action)
+                    log.info("step %d eval %s -> %s (%s)", self.step, json.dumps(metrics), decision.action,
+                             decision.reason)
+                self.accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=self.step)
+                self.history.append(record)
+                if self.step % cfg.save_interval == 0 or self.step == cfg.max_steps:
+                    self.save()
+                progress.update(task, completed=self.step, info=f"loss {last['loss']:.3f} lr {last['lr']:.2e} "
+                                                                f"stage {self.curriculum.current_stage.name}")
+        final = self.save_final()
+        digest = weights_hash(self.accelerator.unwrap_model(self.model))
+        rank_digests = gather_object([digest])
+        if len(set(rank_digests)) != 1:
+            raise RuntimeError(f"ranks ended with different weights: {rank_digests}")
+        if self.accelerator.is_main_process:
+            record_artifact(self.out_dir, "final_weights", digest)
+            (self.out_dir / "rank_weights.json").write_text(json.dumps(rank_digests) + "\n")
+            (self.out_dir / "train_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            self.curriculum.plot(self.out_dir / "curriculum.png")
+        self.accelerator.end_training()  # closes trackers and, under DDP, the process group: keep it last
+        log.info("SFT done: %d steps, loss %.4f, weights sha256 %s, final model at %s", self.step, last["loss"],
+                 digest[:16], final)
+        return SFTResult(self.out_dir, final, self.step, last["loss"], digest, self.curriculum.current_stage.name)
+
+
+def _flat_hparams(cfg: PixelisConfig) -> dict[str, Any]:
+    flat = {f"sft.{k}": v for k, v in cfg.sft.model_dump().items() if isinstance(v, (int, float, str, bool))}
+    flat["seed"] = cfg.reproducibility.seed
+    return flat
+
+
+def train_sft(cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True) -> SFTResult:
+    """Run SFT as configured; see `SFTRecipe`."""
+    return SFTRecipe(cfg, out_dir, resume, show_progress).run()
+
+

@@ -1,0 +1,106 @@
+"""The tiny offline checkpoint: determinism, reload fidelity, tokenizer, image budget, size configs."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
+
+from pixelis.model.tiny import ADDED_TOKENS, SIZES, SPECIAL_TOKENS, build_tiny_model, build_tokenizer, tiny_config
+
+
+def test_same_seed_byte_identical_different_seed_differs(tmp_path, tiny_dir):
+    state = torch.random.get_rng_state()
+    again = build_tiny_model(tmp_path / "again", seed=0, size="xs")
+    other = build_tiny_model(tmp_path / "other", seed=1, size="xs")
+    assert torch.equal(torch.random.get_rng_state(), state), "building must not consume the caller's RNG"
+    assert (again / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
+    assert (again / "tokenizer.json").read_bytes() == (tiny_dir / "tokenizer.json").read_bytes()
+    assert (other / "model.safetensors").read_bytes() != (tiny_dir / "model.safetensors").read_bytes()
+    assert (other / "tokenizer.json").read_bytes() == (tiny_dir / "tokenizer.json").read_bytes()
+
+
+def test_reload_gives_identical_weights_and_consistent_token_ids(tiny_dir, policy):
+    model, processor = policy
+    saved = load_file(tiny_dir / "model.safetensors")
+    state = model.state_dict()
+    assert saved.keys() == state.keys()
+    assert all(torch.equal(saved[k], state[k]) for k in saved)
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert model.dtype == torch.float32 and model.device.type == "cpu" and not model.training
+    tok = processor.tokenizer
+    assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert model.config.text_config.vocab_size == len(tok)
+    assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+
+
+def test_tokenizer_special_and_added_tokens(policy):
+    tok = policy[1].tokenizer
+    assert len(tok) <= 4096
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    for t in SPECIAL_TOKENS + ADDED_TOKENS:
+        assert tok.convert_ids_to_tokens(tok(t).input_ids) == [t], t
+    text = '<|im_start|>assistant\n<think>zoom</think>\n<tool_call>{"name": "zoom_in"}</tool_call><|im_end|>'
+    ids = tok(text).input_ids
+    assert tok.decode(ids) == text
+    # Qwen control tokens are dropped by skip_special_tokens; the tags the agent parses are kept.
+    kept = 'assistant\n<think>zoom</think>\n<tool_call>{"name": "zoom_in"}</tool_call>'
+    assert tok.decode(ids, skip_special_tokens=True) == kept
+
+
+def test_corpus_words_become_tokens():
+    word = " glorptastic"
+    plain = build_tokenizer(vocab_size=2048)
+    trained = build_tokenizer(corpus=[f"the{word} frobnicator"] * 50, vocab_size=2048)
+    assert len(plain(word).input_ids) > 1
+    assert trained.convert_ids_to_tokens(trained(word).input_ids) == ["Ġglorptastic"]
+
+
+def test_image_budget_and_torch_tensors(policy, make_scene):
+    processor = policy[1]
+    text = ["<|vision_start|><|image_pad|><|vision_end|>"] * 2
+    out = processor(text=text, images=[make_scene(), make_scene((448, 448))])
+    assert isinstance(out["pixel_values"], torch.Tensor) and isinstance(out["image_grid_thw"], torch.Tensor)
+    grid = out["image_grid_thw"]
+    assert grid[0].tolist() == [1, 14, 14]  # 224 px / patch 16; 49 visual tokens after the 2x2 merge
+    assert int(grid[1].prod()) // 4 <= 64  # a 448 px image is scaled down to the 256*256 budget
+    tok = processor.tokenizer
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    assert [row.count(pad) for row in out["input_ids"]] == [int(g.prod()) // 4 for g in grid]
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_size_configs_are_consistent_and_grow(family):
+    tok = build_tokenizer(vocab_size=2048)
+    counts = []
+    for size in SIZES:
+        cfg = tiny_config(family, size, tok)
+        text, vision = cfg.text_config, cfg.vision_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
+        assert vision.out_hidden_size == text.hidden_size and vision.depth == 2 and vision.spatial_merge_size == 2
+        if family == "qwen3_vl":
+            assert max(vision.deepstack_visual_indexes) < vision.depth
+            assert int(vision.num_position_embeddings**0.5) ** 2 == vision.num_position_embeddings
+        with torch.device("meta"):
+            counts.append(sum(p.numel() for p in AutoModelForImageTextToText.from_config(cfg).parameters()))
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+
+
+def test_unknown_size_and_family_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown tiny model size 'xl'"):
+        build_tiny_model(tmp_path, size="xl")
+    with pytest.raises(ValueError, match="unknown model family 'llava'"):
+        build_tiny_model(tmp_path, family="llava")
+
+
+def test_qwen2_5_vl_tiny_builds_and_loads(tmp_path, tiny25_dir, policy25):
+    model, processor = policy25
+    assert json.loads((tiny25_dir / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert type(processor).__name__ == "PixelisQwen2_5_VLProcessor"
+    # Qwen2.5-VL checkpoints use the legacy key layout on disk: re-saving the loaded model must give the same bytes.
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == (tiny25_dir / "model.safetensors").read_bytes()

@@ -1,0 +1,62 @@
+"""Collation, a real forward/backward on a collated batch, and generation from a built prompt."""
+
+import torch
+
+from pixelis.core.trajectory import to_messages
+from pixelis.model.chat import MODEL_INPUT_KEYS, build_generation_prompt, collate, render_trajectory
+
+
+def test_collate_pads_right_and_concatenates_images(policy, trajs, tools):
+    processor = policy[1]
+    pad_id = processor.tokenizer.pad_token_id
+    a = render_trajectory(processor, trajs["multi"], tools)
+    b = render_trajectory(processor, trajs["direct"], tools)
+    batch = collate([a, b], pad_id, action_weight=3.0)
+    n = max(len(a), len(b))
+    assert batch["input_ids"].shape == (2, n)
+    short = 0 if len(a) < len(b) else 1
+    length = min(len(a), len(b))
+    assert bool((batch["input_ids"][short, length:] == pad_id).all())
+    assert int(batch["attention_mask"][short].sum()) == length
+    for row, s in enumerate([a, b]):
+        assert torch.equal(batch["input_ids"][row, : len(s)], s.input_ids)
+        labels = batch["labels"][row]
+        assert torch.equal(labels != -100, torch.nn.functional.pad(s.assistant_mask, (0, n - len(s))).bool())
+        assert torch.equal(labels[labels != -100], s.input_ids[s.assistant_mask.bool()])
+    assert torch.equal(batch["pixel_values"], torch.cat([a.pixel_values, b.pixel_values]))
+    assert torch.equal(batch["image_grid_thw"], torch.cat([a.image_grid_thw, b.image_grid_thw]))
+    weights = batch["weights"]
+    assert set(weights[batch["action_mask"].bool()].tolist()) == {3.0}
+    assert set(weights[(batch["assistant_mask"] - batch["action_mask"]).bool()].tolist()) == {1.0}
+    assert float(weights[batch["labels"] == -100].abs().sum()) == 0.0
+    assert batch["call_token_positions"].tolist() == [[0, p] for p in a.call_token_positions]
+
+
+def test_forward_backward_on_collated_batch(any_policy, trajs, tools):
+    model, processor = any_policy
+    samples = [render_trajectory(processor, trajs["multi"], tools),
+               render_trajectory(processor, trajs["no_thought"], tools, max_length=100)]
+    batch = collate(samples, processor.tokenizer.pad_token_id)
+    model.zero_grad()
+    out = model(**{k: batch[k] for k in MODEL_INPUT_KEYS if k in batch})
+    assert torch.isfinite(out.loss) and out.loss.item() > 0
+    out.loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert grads["lm_head.weight"].abs().sum() > 0
+    vision = [g for name, g in grads.items() if ".visual." in name and g is not None]
+    assert vision and sum(float(g.abs().sum()) for g in vision) > 0, "no gradient reached the vision tower"
+    model.zero_grad()
+
+
+def test_generate_from_generation_prompt(any_policy, trajs, tools):
+    model, processor = any_policy
+    traj = trajs["multi"]
+    messages, images = to_messages(traj, include_answer=False)
+    prompt = build_generation_prompt(processor, messages, images, tools)
+    assert processor.tokenizer.decode(prompt["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    new = out[0, prompt["input_ids"].shape[1]:]
+    assert 1 <= new.shape[0] <= 8
+    assert torch.equal(out[0, : prompt["input_ids"].shape[1]], prompt["input_ids"][0])
+

@@ -1,0 +1,103 @@
+"""SFT end to end on the tiny model: learning, outputs, determinism, resume-exact, 2-process accelerate."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pixelis.core.config import load_config
+from pixelis.core.repro import enable_deterministic_mode, set_global_seed
+from pixelis.train.sft import SFTDataError, train_sft
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _overrides(suite, model, steps=8, **extra):
+    values = {
+        "data.path": str(suite), "model.path": str(model), "model.device": "cpu", "sft.max_steps": steps,
+        "sft.batch_size": 2, "sft.learning_rate": 3e-3, "sft.save_interval": 4, "sft.eval_rollouts": 2,
+        "sft.eval_loss_samples": 3, "sft.report_to": "[]", "agent.max_new_tokens": 16, "agent.max_turns": 2,
+        "agent.tool_prompt": "compact", "curriculum.evaluation_interval": 4, "reproducibility.torch_threads": 2,
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture
+def deterministic():
+    set_global_seed(0)
+    settings = enable_deterministic_mode(num_threads=2)
+    yield settings
+    torch.use_deterministic_algorithms(False)
+
+
+def test_short_run_lowers_loss_and_writes_everything(tmp_path, train_suite_dir, tiny_model_dir, deterministic):
+    cfg = load_config(None, _overrides(train_suite_dir, tiny_model_dir, steps=12,
+                                       **{"sft.aux_head": "true", "sft.report_to": "[tensorboard]"}))
+    result = train_sft(cfg, tmp_path / "run", show_progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "train_history.jsonl").read_text().splitlines()]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    assert len(evals) == 3 and evals[-1] < evals[0]
+    assert history[-1]["loss_aux"] > 0 and history[0]["loss"] > history[-1]["loss"]
+    run = tmp_path / "run"
+    assert {p.name for p in run.glob("checkpoint-*")} == {"checkpoint-4", "checkpoint-8", "checkpoint-12"}
+    assert (run / "final" / "model.safetensors").is_file() and (run / "final" / "aux_head.safetensors").is_file()
+    assert len((run / "curriculum.jsonl").read_text().splitlines()) == 3 and (run / "curriculum.png").is_file()
+    assert list((run / "sft").rglob("events.out.tfevents.*")), "tensorboard events expected"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["artifacts"]["final_weights"] == result.weights_sha256
+    state = json.loads((run / "checkpoint-12" / "state.json").read_text())
+    assert state["weights_sha256"] == result.weights_sha256 and state["step"] == 12
+
+
+def test_resume_is_bitwise_exact(tmp_path, train_suite_dir, tiny_model_dir, deterministic):
+    cfg = load_config(None, _overrides(train_suite_dir, tiny_model_dir, steps=8))
+    full = train_sft(cfg, tmp_path / "full", show_progress=False)
+    set_global_seed(123)  # the resumed run must get everything from the checkpoint, not from this process
+    resumed = train_sft(cfg, tmp_path / "resumed", resume=tmp_path / "full" / "checkpoint-4", show_progress=False)
+    assert resumed.weights_sha256 == full.weights_sha256
+    a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    curriculum_full = (tmp_path / "full" / "curriculum.jsonl").read_text().splitlines()[-1]
+    curriculum_resumed = (tmp_path / "resumed" / "curriculum.jsonl").read_text().splitlines()[-1]
+    assert json.loads(curriculum_full)["stage"] == json.loads(curriculum_resumed)["stage"]
+
+
+def test_bad_setup_fails_clearly(tmp_path, train_suite_dir, tiny_model_dir):
+    with pytest.raises(SFTDataError, match="data.path is not set"):
+        train_sft(load_config(None, [f"model.path={tiny_model_dir}"]), tmp_path / "a")
+    with pytest.raises(SFTDataError, match="missing train.jsonl"):
+        train_sft(load_config(None, _overrides(tmp_path, tiny_model_dir)), tmp_path / "b")
+
+
+def _train_cmd(suite, model, *extra):
+    sets = [a for o in _overrides(suite, model, steps=4) for a in ("--set", o)]
+    return ["train", "--mode", "sft", "--no-progress", "--seed", "3", "--deterministic", *sets, *extra]
+
+
+def test_determinism_gate_passes_on_sft(tmp_path, train_suite_dir, tiny_model_dir):
+    cmd = [str(BIN / "pixelis"), "repro", "verify", "--workdir", str(tmp_path), "--",
+           str(BIN / "pixelis"), *_train_cmd(train_suite_dir, tiny_model_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hashes = [json.loads((tmp_path / f"run-{i}" / "run.json").read_text())["artifacts"]["final_weights"]
+              for i in (0, 1)]
+    assert hashes[0] == hashes[1]
+
+
+def test_two_accelerate_processes_agree(tmp_path, train_suite_dir, tiny_model_dir):
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "pixelis.cli",
+           *_train_cmd(train_suite_dir, tiny_model_dir, "--out", str(tmp_path / "ddp"))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ddp" / "rank_weights.json").read_text())
+    assert len(ranks) == 2 and ranks[0] == ranks[1]
