@@ -66,3 +66,10 @@ def test_label_text_is_drawn_at_the_requested_cap_height():
     dark = np.argwhere(np.asarray(img.crop(box).convert("L"))[1:-1, 1:-1] < 100)
     height = dark[:, 0].max() - dark[:, 0].min() + 1
     assert 9 <= height <= 11
+
+
+def test_expand_box_by_fraction_pixels_and_minimum_side():
+    assert render.expand_box((40, 40, 60, 50), (100, 100), fraction=0.5) == (30, 35, 70, 55)
+    assert render.expand_box((40, 40, 60, 50), (100, 100), pixels=3) == (37, 37, 63, 53)
+    assert render.expand_box((40, 40, 60, 50), (100, 100), min_side=30) == (35, 30, 65, 60)
+    assert render.expand_box((0, 90, 20, 100), (100, 100), pixels=5) == (0, 85, 25, 100)

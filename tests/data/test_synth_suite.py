@@ -62,6 +62,7 @@ def test_manifest_counts_match_files(suite):
     traps = sum(t.metadata["trap"] for t in suite.generated)
     assert sum(v for per in manifest["traps"].values() for v in per.values()) == traps
     assert set(manifest["rejections"]) == set(FAMILIES)
+    assert all(set(per) == set(DIFFICULTIES) for per in manifest["rejections"].values())
     assert manifest["knobs"]["small_text"]["hard"]["canvas"] == [1024, 768]
 
 

@@ -56,3 +56,14 @@ def test_bad_invocations_fail_with_one_clear_line(tmp_path, synth_suite_dir, arg
         args = [*args, "--data", str(synth_suite_dir), "--split", "train"]
     proc = _eval(*args, "--out", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scripts_evaluate_shim_is_pixelis_eval(tmp_path, synth_suite_dir):
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "evaluate.py"), "--policy", "golden", "--data",
+                           str(synth_suite_dir), "--split", "train", "--limit", "3", "--seed", "42", "--deterministic",
+                           "--no-progress", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["n"] == 3
+    manifest = json.loads((tmp_path / "run.json").read_text())
+    assert manifest["seed"] == 42 and manifest["deterministic"] is True

@@ -75,6 +75,9 @@ def test_bad_setup_fails_clearly(tmp_path, train_suite_dir, tiny_model_dir):
         train_sft(load_config(None, [f"model.path={tiny_model_dir}"]), tmp_path / "a")
     with pytest.raises(SFTDataError, match="missing train.jsonl"):
         train_sft(load_config(None, _overrides(tmp_path, tiny_model_dir)), tmp_path / "b")
+    with pytest.raises(SFTDataError, match="sft.report_to: unknown tracker 'neptune'"):
+        train_sft(load_config(None, _overrides(train_suite_dir, tiny_model_dir, **{"sft.report_to": "[neptune]"})),
+                  tmp_path / "c")
 
 
 def _train_cmd(suite, model, *extra):

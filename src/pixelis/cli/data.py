@@ -63,13 +63,13 @@ def synth(
     extra = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     run = start_run("data.synth", out, config, [*(overrides or []), *extra], seed, deterministic, log_level,
                     log_format)
-    from pixelis.data.synth.suite import generate_suite  # imports the tools (OCR models) only when needed
+    from pixelis.data.synth.suite import GenerationError, generate_suite  # imports the tools only when needed
 
     d = run.cfg.data
     try:
         result = generate_suite(out, d.n, run.seed, d.families, d.difficulties, d.trap_rate, d.val_fraction,
                                 d.test_fraction, overwrite=overwrite)
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, FileExistsError, GenerationError) as exc:
         raise fail(str(exc)) from None
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "manifest.json"):
         record_artifact(out, name, _sha256(out / name))
@@ -84,9 +84,9 @@ def synth(
     Console().print(table)
     for fam in manifest["families"]:
         k = result.samples.get(fam, 0)
+        rejected = {d: r for d, r in manifest["rejections"][fam].items() if r}
         run.logger.info("%s: %d samples in %.1f s (%.2f s/sample), rejected draws: %s", fam, k,
-                        result.seconds.get(fam, 0.0), result.seconds.get(fam, 0.0) / max(1, k),
-                        manifest["rejections"][fam] or "none")
+                        result.seconds.get(fam, 0.0), result.seconds.get(fam, 0.0) / max(1, k), rejected or "none")
 
 
 @app.command()

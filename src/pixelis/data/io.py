@@ -15,7 +15,7 @@ SPLITS = ("train", "val", "test")
 # Arrow needs one struct type for every content part, so text is None on image parts.
 HF_FEATURES = datasets.Features({
     "id": datasets.Value("string"),
-    "images": datasets.Sequence(datasets.Image()),
+    "images": datasets.List(datasets.Image()),
     "messages": [{"role": datasets.Value("string"),
                   "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}]}],
     "answer": datasets.Value("string"),

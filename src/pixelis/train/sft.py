@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, is_mlflow_available, is_tensorboard_available, is_wandb_available
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 from transformers import get_cosine_schedule_with_warmup
@@ -81,7 +81,7 @@ class SFTRecipe:
             raise SFTDataError("data.path is not set: point it at a suite directory from `pixelis data synth`")
         if cfg.model.path is None:
             raise SFTDataError("model.path is not set: point it at a checkpoint, e.g. from `pixelis model tiny`")
-        trackers = [t for t in cfg.sft.report_to if t != "none"]
+        trackers = _check_trackers(cfg.sft.report_to)
         self.accelerator = Accelerator(gradient_accumulation_steps=cfg.sft.grad_accum,
                                        log_with=trackers or None, project_dir=str(self.out_dir),
                                        cpu=resolve_device(cfg.model.device).type == "cpu")
@@ -262,8 +262,10 @@ class SFTRecipe:
                 self.history.append(record)
                 if self.step % cfg.save_interval == 0 or self.step == cfg.max_steps:
                     self.save()
-                progress.update(task, completed=self.step, info=f"loss {last['loss']:.3f} lr {last['lr']:.2e} "
-                                                                f"stage {self.curriculum.current_stage.name}")
+                info = f"loss {last['loss']:.3f} lr {last['lr']:.2e} stage {self.curriculum.current_stage.name}"
+                progress.update(task, completed=self.step, info=info)
+                if not show and self.step % 10 == 0:
+                    log.info("step %d/%d %s", self.step, cfg.max_steps, info)
         final = self.save_final()
         digest = weights_hash(self.accelerator.unwrap_model(self.model))
         rank_digests = gather_object([digest])
@@ -278,6 +280,22 @@ class SFTRecipe:
         log.info("SFT done: %d steps, loss %.4f, weights sha256 %s, final model at %s", self.step, last["loss"],
                  digest[:16], final)
         return SFTResult(self.out_dir, final, self.step, last["loss"], digest, self.curriculum.current_stage.name)
+
+
+TRACKER_PACKAGES = {"tensorboard": (is_tensorboard_available, "tensorboard"),
+                    "wandb": (is_wandb_available, "wandb"), "mlflow": (is_mlflow_available, "mlflow")}
+
+
+def _check_trackers(report_to: list[str]) -> list[str]:
+    """The metric sinks to hand to accelerate; an unknown or uninstalled one is a clear error."""
+    trackers = [t for t in report_to if t != "none"]
+    for name in trackers:
+        if name not in TRACKER_PACKAGES:
+            raise SFTDataError(f"sft.report_to: unknown tracker {name!r}; choose from {sorted(TRACKER_PACKAGES)}")
+        available, package = TRACKER_PACKAGES[name]
+        if not available():
+            raise SFTDataError(f"sft.report_to: {name!r} needs the {package} package (pip install {package})")
+    return trackers
 
 
 def _flat_hparams(cfg: PixelisConfig) -> dict[str, Any]:

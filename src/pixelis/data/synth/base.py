@@ -63,14 +63,14 @@ class Episode:
     def __init__(self, registry: ToolRegistry, scene: Scene, limits: ToolLimits | None = None):
         self.registry = registry
         self.scene = scene
-        self.limits = limits or ToolLimits()
+        self.limits = limits or registry.limits
         self.steps: list[Step] = []
         self._correction: str | None = None
 
     @property
     def num_images(self) -> int:
         """How many images the conversation holds so far (the next tool image gets this index)."""
-        return len(self.scene.images) + sum(len(s.observation.images) for s in self.steps if s.observation)
+        return len(self.conversation_images())
 
     def conversation_images(self) -> list[Image.Image]:
         """Input images, then every image a tool returned, in order."""

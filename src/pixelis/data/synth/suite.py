@@ -161,7 +161,7 @@ def generate_suite(
     registry = registry or ToolRegistry.default()
     out = Path(out_dir)
     _clear_old_suite(out, overwrite)
-    rejections: dict[str, Counter] = defaultdict(Counter)
+    rejections: dict[tuple[str, str], Counter] = defaultdict(Counter)
     traps: dict[str, Counter] = defaultdict(Counter)
     seconds: Counter = Counter()
     samples: Counter = Counter()
@@ -169,7 +169,8 @@ def generate_suite(
     def produce(keys: list[SampleKey], advance: Callable[[str], None]) -> Iterator[Trajectory]:
         for key in keys:
             start = time.perf_counter()
-            traj = generate_sample(key, seed, trap_rate, registry, rejections=rejections[key.family])
+            traj = generate_sample(key, seed, trap_rate, registry,
+                                   rejections=rejections[key.family, key.difficulty])
             seconds[key.family] += time.perf_counter() - start
             samples[key.family] += 1
             traps[key.family][key.difficulty] += int(traj.metadata["trap"])
@@ -196,7 +197,7 @@ def generate_suite(
         "counts": counts,
         "totals": {s: len(plan[s]) for s in SPLITS},
         "traps": {f: {d: traps[f][d] for d in diffs} for f in fams},
-        "rejections": {f: dict(sorted(rejections[f].items())) for f in fams},
+        "rejections": {f: {d: dict(sorted(rejections[f, d].items())) for d in diffs} for f in fams},
         "knobs": {f: FAMILIES[f].tiers for f in fams},
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -83,7 +83,7 @@ class Temporal(TaskFamily):
         args: dict[str, Any] = {"event": scene.info["event"]}
         if with_box:
             canvas = scene.info["canvas"]
-            box = render.expand_box(scene.info["movers"][0].shape.box, 0.3, canvas)
+            box = render.expand_box(scene.info["movers"][0].shape.box, canvas, fraction=0.3)
             args["bbox"] = render.to_grid_box(box, canvas)
         return ToolCall("localize_event", args)
 

@@ -88,7 +88,7 @@ class Track(TaskFamily):
         )
 
     def _track_call(self, scene: Scene, mover: render.Mover) -> ToolCall:
-        box = render.expand_box(mover.shape.box, 3, scene.info["canvas"])
+        box = render.expand_box(mover.shape.box, scene.info["canvas"], pixels=3)
         return ToolCall("track_object", {"bbox": render.to_grid_box(box, scene.info["canvas"]), "start_frame": 0})
 
     def first_call(self, scene: Scene) -> tuple[str, ToolCall]:
