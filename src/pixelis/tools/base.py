@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 import cv2
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from pixelis.core.config import ToolsConfig
 from pixelis.core.trajectory import ERROR_KINDS, Observation
 
 
@@ -30,20 +31,10 @@ class ToolArgumentError(Exception):
         self.message = message
 
 
-class ToolLimits(BaseModel):
-    """Bounds on the work one tool call may do and on the size of what it returns."""
+class ToolLimits(ToolsConfig):
+    """Bounds on the work one tool call may do and on the size of what it returns (the config's `tools` section)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_output_side: int = Field(1024, ge=1, description="Longest side (px) of an image a tool returns.")
-    max_frames_per_call: int = Field(16, ge=1, description="Most video frames one tool call may read.")
-    max_ocr_pixels: int = Field(4_000_000, ge=1, description="Largest region (px) OCR runs on.")
-    max_zoom: float = Field(16.0, ge=1.0, description="Largest zoom factor.")
-    ocr_backend: Literal["rapidocr", "tesseract"] = Field("rapidocr", description="OCR engine: rapidocr or tesseract.")
-    segment_backend: Literal["classical", "sam"] = Field(
-        "classical", description="Segmentation: classical (OpenCV/scikit-image) or sam (needs sam_checkpoint)."
-    )
-    sam_checkpoint: str | None = Field(None, description="Local SAM checkpoint directory for segment_backend=sam.")
 
     @classmethod
     def from_config(cls, section: Any) -> ToolLimits:
