@@ -440,3 +440,21 @@ def test_forked_child_rebuilds_the_provider_and_exports(tmp_path):
     assert child["resource"]["process.pid"] == pid
     assert rows["before-fork"]["resource"]["process.pid"] == os.getpid()
     assert child["trace_id"] == outer.trace_id and child["parent_span_id"] == outer.span_id
+
+
+def test_trace_ids_do_not_depend_on_or_consume_the_seeded_rng():
+    """Seeded runs must get fresh trace ids, and opening spans must not shift the global random stream."""
+    import random
+
+    from pixelis.core.tracing import TracedOperation, configure_tracing
+
+    configure_tracing()
+    ids = []
+    for _ in range(2):
+        random.seed(0)
+        with TracedOperation("op", "test") as op:
+            ids.append(op.trace_id)
+        after_span = random.random()
+        random.seed(0)
+        assert random.random() == after_span
+    assert ids[0] != ids[1]

@@ -22,6 +22,7 @@ import json
 import logging
 import numbers
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -359,12 +361,27 @@ def _otlp_processor(endpoint: str | None) -> SpanProcessor:
     return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
 
 
+class EntropyIdGenerator(IdGenerator):
+    """Trace and span ids from the OS entropy pool.
+
+    The SDK's default generator draws from the global `random` module, which `set_global_seed` seeds: every
+    seeded run would then reuse the same trace ids, and tracing would consume the RNG stream training uses.
+    """
+
+    def generate_span_id(self) -> int:
+        return secrets.randbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return secrets.randbits(128) or 1
+
+
 def _build_provider(s: _Settings) -> TracerProvider:
     resource = Resource.create({"service.name": s.service_name, "process.pid": os.getpid()})
     # shutdown_on_exit=False: our own atexit hook shuts down whichever provider is current, and a provider
     # dropped after fork must not flush the parent's spans again from the child.
     provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(s.sample_ratio)), resource=resource, shutdown_on_exit=False
+        sampler=ParentBased(TraceIdRatioBased(s.sample_ratio)), resource=resource, shutdown_on_exit=False,
+        id_generator=EntropyIdGenerator(),
     )
     # Console and jsonl export synchronously (cheap, nothing lost at os._exit); OTLP goes over the network.
     if s.exporter == "console":

@@ -108,7 +108,9 @@ class SFTRecipe:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.head is not None:
             params += list(self.head.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay)
+        # The fused kernel (CPU and CUDA) avoids the per-parameter Python loop that costs ~10% of a tiny-model step.
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay,
+                                           fused=self.accelerator.device.type in ("cpu", "cuda"))
         self.scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, int(cfg.sft.warmup_ratio * cfg.sft.max_steps), cfg.sft.max_steps)
         self.curriculum = CurriculumManager(cfg.curriculum, logger=log, log_path=self.out_dir / "curriculum.jsonl")
