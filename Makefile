@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/pixelis demo --out $(DEMO_OUT)
+	$(VENV)/bin/pixelis demo --config configs/demo.yaml --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

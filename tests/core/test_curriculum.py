@@ -130,7 +130,7 @@ def test_max_steps_forces_advance():
     assert m.update({"accuracy": 0.1}, step=99).action == "hold"
     m.on_train_step(1)
     d = m.update({"accuracy": 0.1}, step=100)
-    assert d.action == "advance" and d.reason.startswith("max_steps") and d.stage == "b"
+    assert d.action == "advance" and d.reason == "max_steps (100 >= 100)" and d.stage == "b"
     m.on_train_step(50)
     # The last stage has nowhere to go: max_steps does not advance; an empty criteria list means "done".
     assert m.update({"accuracy": 0.1}, step=150).reason.startswith("smoothing window not full")

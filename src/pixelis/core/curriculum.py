@@ -297,8 +297,9 @@ class CurriculumManager:
         stage = self.current_stage
         is_last = self._stage_index == len(cfg.stages) - 1
         if stage.max_steps is not None and self._steps_in_stage >= stage.max_steps and not is_last:
+            reason = f"max_steps ({self._steps_in_stage} >= {stage.max_steps})"
             self._change(self._stage_index + 1, "advance", smoothed)
-            return "advance", f"max_steps ({self._steps_in_stage} >= {stage.max_steps})"
+            return "advance", reason
 
         met, why = self._exit_criteria(stage, smoothed, present)
         if not met:
