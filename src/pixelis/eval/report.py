@@ -26,47 +26,46 @@ def _families(metrics: dict[str, Any]) -> list[str]:
     return sorted(metrics["accuracy_by_family"])
 
 
+def _grouped_bars(series: dict[str, list[float]], labels: list[str], path: Path, figsize: tuple[float, float],
+                  xlabel: str, ylabel: str, title: str = "", rotate: bool = False, ylim: float | None = None) -> Path:
+    """One group of bars per label, one bar per named series; saved as PNG."""
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=figsize)
+    x = np.arange(len(labels))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=name)
+    ax.set_xticks(x, labels, rotation=45 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
+    if ylim is not None:
+        ax.set_ylim(0, ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy_grid(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     """Grouped bars: accuracy per family × difficulty, one bar per run (e.g. before/after)."""
     cells = sorted({c for m in runs.values() for c in m["accuracy_by_family_difficulty"]},
                    key=lambda c: (c.split("/")[0], DIFFICULTIES.index(c.split("/")[1])
                                   if c.split("/")[1] in DIFFICULTIES else 9))
-    width = 0.8 / max(len(runs), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(cells) * max(len(runs), 1)), 3.6))
-    x = np.arange(len(cells))
-    for i, (name, m) in enumerate(runs.items()):
-        values = [m["accuracy_by_family_difficulty"].get(c, 0.0) for c in cells]
-        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=name)
-    ax.set_xticks(x, cells, rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy by family / difficulty")
-    if len(runs) > 1:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    series = {name: [m["accuracy_by_family_difficulty"].get(c, 0.0) for c in cells] for name, m in runs.items()}
+    width = min(12.0, max(6.0, 0.55 * len(cells) * max(len(runs), 1)))
+    return _grouped_bars(series, cells, path, (width, 3.6), "", "accuracy", "Accuracy by family / difficulty",
+                         rotate=True, ylim=1.05)
 
 
 def plot_tool_call_histogram(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     """Histogram of tool calls per trajectory, one series per run."""
     counts = sorted({int(k) for m in runs.values() for k in m["tool_call_histogram"]})
-    width = 0.8 / max(len(runs), 1)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    x = np.arange(len(counts))
-    for i, (name, m) in enumerate(runs.items()):
-        hist = {int(k): v for k, v in m["tool_call_histogram"].items()}
-        ax.bar(x + i * width - 0.4 + width / 2, [hist.get(c, 0) for c in counts], width, label=name)
-    ax.set_xticks(x, [str(c) for c in counts])
-    ax.set_xlabel("tool calls per trajectory")
-    ax.set_ylabel("trajectories")
-    if len(runs) > 1:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    series = {name: [{int(k): v for k, v in m["tool_call_histogram"].items()}.get(c, 0) for c in counts]
+              for name, m in runs.items()}
+    return _grouped_bars(series, [str(c) for c in counts], path, (5, 3.2), "tool calls per trajectory",
+                         "trajectories")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
