@@ -39,7 +39,7 @@ def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True) -> dict[
     d = cfg.data
     log.info("1/6 generating the synthetic suite (%d samples) into %s", d.n, data_dir)
     generate_suite(data_dir, d.n, seed, d.families, d.difficulties, d.trap_rate, d.val_fraction, d.test_fraction,
-                   progress=show_progress, overwrite=True)
+                   progress=show_progress, overwrite=True, workers=d.workers)
     log.info("2/6 building the tiny %s model into %s", cfg.model.size, model_dir)
     build_tiny_model(model_dir, seed=seed, size=cfg.model.size, corpus=corpus_texts(load_split(data_dir, "train")))
     log.info("3/6 oracle check: replaying the golden trajectories")

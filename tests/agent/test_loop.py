@@ -21,9 +21,9 @@ class Scripted:
     def __init__(self, *texts, truncated=False, delay=0.0):
         self.texts, self.truncated, self.delay = texts, truncated, delay
 
-    def generate(self, request):
+    def generate(self, requests):
         time.sleep(self.delay)
-        return Generation(self.texts[min(request.turn, len(self.texts) - 1)], truncated=self.truncated)
+        return [Generation(self.texts[min(r.turn, len(self.texts) - 1)], truncated=self.truncated) for r in requests]
 
 
 def _sample():

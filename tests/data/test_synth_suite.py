@@ -113,10 +113,11 @@ def test_trap_variants_are_marked_and_their_golden_part_scores(registry):
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, registry):
+    """Also across worker counts: two processes drawing samples write the same bytes as one."""
     kwargs = dict(n=6, families=["small_text", "temporal"], difficulties=["simple"], trap_rate=0.5,
                   val_fraction=0.34, test_fraction=0.34, registry=registry, progress=False)
     generate_suite(tmp_path / "a", seed=1, **kwargs)
-    generate_suite(tmp_path / "b", seed=1, **kwargs)
+    generate_suite(tmp_path / "b", seed=1, workers=2, **kwargs)
     generate_suite(tmp_path / "c", seed=2, **kwargs)
     assert dir_hash(tmp_path / "a") == dir_hash(tmp_path / "b")
     assert dir_hash(tmp_path / "a") != dir_hash(tmp_path / "c")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from pixelis.agent.prompt import ToolPrompt, ToolPromptMode
 from pixelis.core.repro import derive_seed
@@ -59,7 +60,7 @@ class SamplingParams:
 
 @dataclass
 class GenerationRequest:
-    """Everything a policy needs to produce the next assistant turn."""
+    """Everything a policy needs to produce the next assistant turn of one trajectory."""
 
     sample: Trajectory  # the partial trajectory so far (question, media, steps)
     messages: list[dict[str, Any]]
@@ -81,15 +82,29 @@ class Generation:
 
 
 class Policy(Protocol):
-    """Anything that writes the next assistant turn."""
+    """Anything that writes the next assistant turn of several trajectories at once (one per request)."""
 
-    def generate(self, request: GenerationRequest) -> Generation: ...
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+
+
+@dataclass
+class _Rollout:
+    """One trajectory in flight inside `Agent.run_many`."""
+
+    traj: Trajectory
+    index: int  # position in the input, part of every sampling seed
+    draw: int  # which of the n samples of this query
+    span: TracedOperation
+    started: float
+    turn: int = 0
+    turn_span: TracedOperation | None = None
 
 
 class Agent:
     """Runs a policy against the pixel tools: `Agent(policy, tools, limits).run(sample) -> Trajectory`.
 
-    `tools` is a `ToolRegistry` (its limits bound every tool call); `tool_prompt` picks how tools are shown.
+    `tools` is a `ToolRegistry` (its limits bound every tool call); `tool_prompt` picks how tools are shown;
+    `batch_size` is how many trajectories `run_many` keeps in flight (one batched generation per round).
     """
 
     def __init__(
@@ -100,75 +115,131 @@ class Agent:
         sampling: SamplingParams | None = None,
         seed: int = 0,
         tool_prompt: ToolPromptMode = "full",
+        batch_size: int = 1,
     ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.policy = policy
         self.tools = tools or ToolRegistry.default()
         self.limits = limits or AgentLimits()
         self.sampling = sampling or SamplingParams()
         self.seed = seed
+        self.batch_size = batch_size
         self.prompt = ToolPrompt.build(self.tools.schemas(), tool_prompt)
 
     def run(self, sample: Trajectory, sample_index: int = 0) -> Trajectory:
         """Roll out the policy on `sample` (its steps and answer are ignored) and return the new trajectory."""
-        traj = replace(sample, steps=[], answer=None, final_thought="",
-                       metadata={**sample.metadata, "policy": type(self.policy).__name__})
-        with TracedOperation("agent.run", "agent", {"sample_id": sample.id}) as op:
-            reason = self._loop(traj, sample_index)
-            traj.metadata["termination"] = reason
-            op.set_attribute("termination", reason)
-            op.set_attribute("tool_calls", traj.num_tool_calls)
-            log.debug("sample %s ended by %s after %d calls", sample.id, reason, traj.num_tool_calls)
+        return self.run_many([sample], first_index=sample_index)[0]
+
+    def run_many(self, samples: Iterable[Trajectory], on_done: Callable[[Trajectory], None] | None = None,
+                 n: int = 1, first_index: int = 0) -> list[Trajectory]:
+        """Roll out every sample `n` times, `batch_size` trajectories at a time, and return them in input order.
+
+        Trajectories advance in turn lockstep: each round asks the policy for the next turn of every trajectory
+        in flight in one batched call, then parses and runs the tools of each; a finished trajectory is replaced
+        from the queue at once. Seeds depend on the sample's index, the draw and the turn, never on the batch,
+        so a trajectory is the same whatever the batch size. `on_done` is called as each one finishes.
+        """
+        queue = deque((index, draw, sample) for index, sample in enumerate(samples, start=first_index)
+                      for draw in range(n))
+        done: dict[tuple[int, int], Trajectory] = {}
+        order = [(index, draw) for index, draw, _ in queue]
+        active: list[_Rollout] = []
+        try:
+            while queue or active:
+                while queue and len(active) < self.batch_size:
+                    active.append(self._start(*queue.popleft()))
+                for rollout, reason in self._round(active):
+                    if reason is not None:
+                        active.remove(rollout)
+                        done[rollout.index, rollout.draw] = self._finish(rollout, reason)
+                        if on_done is not None:
+                            on_done(rollout.traj)
+        except BaseException as exc:
+            for rollout in active:
+                for op in (rollout.turn_span, rollout.span):
+                    if op is not None:
+                        op.end(exc)
+            raise
+        return [done[key] for key in order]
+
+    def _start(self, index: int, draw: int, sample: Trajectory) -> _Rollout:
+        metadata = {**sample.metadata, "policy": type(self.policy).__name__}
+        if draw:
+            metadata["draw"] = draw
+        traj = replace(sample, steps=[], answer=None, final_thought="", metadata=metadata)
+        span = TracedOperation("agent.run", "agent", {"sample_id": sample.id, "draw": draw}).start()
+        return _Rollout(traj, index, draw, span, time.monotonic())
+
+    def _finish(self, rollout: _Rollout, reason: str) -> Trajectory:
+        traj = rollout.traj
+        traj.metadata["termination"] = reason
+        rollout.span.set_attribute("termination", reason)
+        rollout.span.set_attribute("tool_calls", traj.num_tool_calls)
+        rollout.span.end()
+        log.debug("sample %s ended by %s after %d calls", traj.id, reason, traj.num_tool_calls)
         return traj
 
-    def run_many(self, samples: Iterable[Trajectory],
-                 on_done: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:
-        """Roll out every sample in order (seeded per sample); `on_done` is called after each one."""
-        out = []
-        for i, sample in enumerate(samples):
-            traj = self.run(sample, sample_index=i)
-            out.append(traj)
-            if on_done is not None:
-                on_done(traj)
-        return out
+    def _round(self, active: list[_Rollout]) -> list[tuple[_Rollout, str | None]]:
+        """One turn of every trajectory in flight: returns each with its termination reason (None: continues)."""
+        now = time.monotonic()
+        over_time = {id(r) for r in active if now - r.started > self.limits.wall_time_s}
+        ended: list[tuple[_Rollout, str | None]] = [(r, "wall_time") for r in active if id(r) in over_time]
+        live = [r for r in active if id(r) not in over_time]
+        requests = []
+        for rollout in live:
+            with rollout.span.activate():
+                rollout.turn_span = TracedOperation("agent.turn", "agent", {"turn": rollout.turn}).start()
+            requests.append(self._request(rollout))
+        generations = self.policy.generate(requests) if requests else []
+        if len(generations) != len(requests):
+            raise RuntimeError(f"{type(self.policy).__name__}.generate returned {len(generations)} generations "
+                               f"for {len(requests)} requests")
+        for rollout, gen in zip(live, generations):
+            with rollout.turn_span.activate():
+                reason = self._advance(rollout, gen)
+            rollout.turn_span.end()
+            rollout.turn_span = None
+            rollout.turn += 1
+            if reason is None and rollout.turn >= self.limits.max_turns:
+                reason = "max_turns"
+            ended.append((rollout, reason))
+        return ended
 
-    def _loop(self, traj: Trajectory, sample_index: int) -> str:
-        start = time.monotonic()
-        for turn in range(self.limits.max_turns):
-            if time.monotonic() - start > self.limits.wall_time_s:
-                return "wall_time"
-            with TracedOperation("agent.turn", "agent", {"turn": turn}) as op:
-                messages, images = to_messages(traj, include_answer=False, system=self.prompt.system)
-                request = GenerationRequest(
-                    sample=traj, messages=messages, images=images, tools=self.prompt.tools, turn=turn,
-                    max_new_tokens=self.limits.max_new_tokens, sampling=self.sampling,
-                    seed=derive_seed(self.seed, traj.id, sample_index, turn),
-                )
-                gen = self.policy.generate(request)
-                op.set_attribute("generated_tokens", gen.num_tokens)
-                try:
-                    # Unknown tool names parse fine; the registry turns them into an error observation.
-                    parsed = parse_assistant_text(gen.text)
-                except ParseError as err:
-                    op.set_attribute("parse_error", err.kind)
-                    if gen.truncated:
-                        traj.steps.append(Step(raw_text=gen.text, observation=Observation(
-                            error=ToolErrorInfo("limit_exceeded", "generation hit max_new_tokens"))))
-                        return "max_new_tokens"
-                    traj.steps.append(Step(raw_text=gen.text,
-                                           observation=Observation(error=ToolErrorInfo(err.kind, str(err)))))
-                    continue
-                if parsed.answer is not None:
-                    traj.final_thought, traj.answer = parsed.thought, parsed.answer
-                    return "answer"
-                if traj.num_tool_calls >= self.limits.max_tool_calls:
-                    return "max_tool_calls"
-                context = ToolContext(images=traj.conversation_images(), video=traj.video, limits=self.tools.limits)
-                observation = self.tools.execute(parsed.call, context)
-                traj.steps.append(Step(thought=parsed.thought, call=parsed.call, observation=observation))
-                over = self._context_limit(traj)
-                if over:
-                    return over
-        return "max_turns"
+    def _request(self, rollout: _Rollout) -> GenerationRequest:
+        traj = rollout.traj
+        messages, images = to_messages(traj, include_answer=False, system=self.prompt.system)
+        return GenerationRequest(
+            sample=traj, messages=messages, images=images, tools=self.prompt.tools, turn=rollout.turn,
+            max_new_tokens=self.limits.max_new_tokens, sampling=self.sampling,
+            seed=derive_seed(self.seed, traj.id, rollout.index, rollout.draw, rollout.turn),
+        )
+
+    def _advance(self, rollout: _Rollout, gen: Generation) -> str | None:
+        """Parse one generated turn, run its tool call, and return the termination reason (None: continue)."""
+        traj, op = rollout.traj, rollout.turn_span
+        op.set_attribute("generated_tokens", gen.num_tokens)
+        try:
+            # Unknown tool names parse fine; the registry turns them into an error observation.
+            parsed = parse_assistant_text(gen.text)
+        except ParseError as err:
+            op.set_attribute("parse_error", err.kind)
+            if gen.truncated:
+                traj.steps.append(Step(raw_text=gen.text, observation=Observation(
+                    error=ToolErrorInfo("limit_exceeded", "generation hit max_new_tokens"))))
+                return "max_new_tokens"
+            traj.steps.append(Step(raw_text=gen.text,
+                                   observation=Observation(error=ToolErrorInfo(err.kind, str(err)))))
+            return None
+        if parsed.answer is not None:
+            traj.final_thought, traj.answer = parsed.thought, parsed.answer
+            return "answer"
+        if traj.num_tool_calls >= self.limits.max_tool_calls:
+            return "max_tool_calls"
+        context = ToolContext(images=traj.conversation_images(), video=traj.video, limits=self.tools.limits)
+        observation = self.tools.execute(parsed.call, context)
+        traj.steps.append(Step(thought=parsed.thought, call=parsed.call, observation=observation))
+        return self._context_limit(traj)
 
     def _context_limit(self, traj: Trajectory) -> str | None:
         images = traj.conversation_images()

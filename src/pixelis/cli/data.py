@@ -50,6 +50,7 @@ def synth(
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="Share held out for val.")] = None,
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="Share held out for test.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a suite already in --out.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Generating processes (0: one per CPU core).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     seed: SeedOpt = None,
@@ -59,7 +60,8 @@ def synth(
 ) -> None:
     """Write train/val/test.jsonl (+ media/) and manifest.json into --out; same seed, same bytes."""
     flags = {"data.n": n, "data.families": _csv(families), "data.difficulties": _csv(difficulty),
-             "data.trap_rate": trap_rate, "data.val_fraction": val_fraction, "data.test_fraction": test_fraction}
+             "data.trap_rate": trap_rate, "data.val_fraction": val_fraction, "data.test_fraction": test_fraction,
+             "data.workers": workers}
     extra = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     run = start_run("data.synth", out, config, [*(overrides or []), *extra], seed, deterministic, log_level,
                     log_format)
@@ -68,7 +70,7 @@ def synth(
     d = run.cfg.data
     try:
         result = generate_suite(out, d.n, run.seed, d.families, d.difficulties, d.trap_rate, d.val_fraction,
-                                d.test_fraction, overwrite=overwrite)
+                                d.test_fraction, overwrite=overwrite, workers=d.workers)
     except (ValueError, FileExistsError, GenerationError) as exc:
         raise fail(str(exc)) from None
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "manifest.json"):

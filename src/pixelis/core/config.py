@@ -137,6 +137,8 @@ class DataConfig(_Section):
     trap_rate: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of trajectories with a recovered mistake.")
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction held out for validation.")
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction held out for test.")
+    workers: int = Field(0, ge=0, description="Processes generating the synthetic suite; 0 = one per CPU core. "
+                         "The files are the same for any count.")
 
 
 class ToolsConfig(_Section):
@@ -161,7 +163,8 @@ class AgentConfig(_Section):
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
-    n_samples: int = Field(1, ge=1, description="Trajectories sampled per query.")
+    n_samples: int = Field(1, ge=1, description="Trajectories sampled per query (each is scored on its own).")
+    batch_size: int = Field(8, ge=1, description="Trajectories rolled out together: one batched generation per turn.")
     tool_prompt: Literal["full", "compact"] = Field(
         "full", description="Tools shown as full JSON schemas (as Qwen3-VL was trained) or a compact list "
         "(~100 tokens instead of ~2,000; use for tiny CPU models). Training and evaluation must agree.")

@@ -544,7 +544,7 @@ class TracedOperation:
         self.component = component
         self.metadata = dict(metadata or {})
         self.span: trace.Span = trace.INVALID_SPAN
-        self._tokens: tuple[Any, ...] = ()
+        self._active: contextlib.AbstractContextManager[TracedOperation] = contextlib.nullcontext(self)
         self._start_ns = 0
 
     @property
@@ -564,27 +564,50 @@ class TracedOperation:
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         self.span.add_event(name, _flatten(attributes or {}))
 
-    def __enter__(self) -> TracedOperation:
+    def start(self) -> TracedOperation:
+        """Open the span as a child of the current one without making it current.
+
+        For operations that interleave (the agent's batched rollouts): `activate()` makes it current for a block,
+        `end()` closes it. ``with op:`` does all three.
+        """
         attributes = {"pixelis.component": self.component, **_flatten(self.metadata)}
         self.span = get_tracer().start_span(self.name, attributes=attributes)
-        self._tokens = (
+        self._start_ns = time.perf_counter_ns()
+        return self
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[TracedOperation]:
+        """Make this started span current for a block (children nest under it, log lines carry its ids)."""
+        tokens = (
             otel_context.attach(trace.set_span_in_context(self.span)),
             _component.set(self.component),
             _metadata.set({**_metadata.get(), **self.metadata}),
         )
-        self._start_ns = time.perf_counter_ns()
-        return self
+        try:
+            yield self
+        finally:
+            ctx_token, comp_token, meta_token = tokens
+            _metadata.reset(meta_token)
+            _component.reset(comp_token)
+            otel_context.detach(ctx_token)
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def end(self, exc: BaseException | None = None) -> None:
+        """Close the span, recording `exc` (status ERROR) when given."""
         self.span.set_attribute("duration_ms", (time.perf_counter_ns() - self._start_ns) / 1e6)
         if exc is not None:
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        ctx_token, comp_token, meta_token = self._tokens
-        _metadata.reset(meta_token)
-        _component.reset(comp_token)
-        otel_context.detach(ctx_token)
         self.span.end()
+
+    def __enter__(self) -> TracedOperation:
+        self.start()
+        self._active = self.activate()
+        self._active.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._active.__exit__(None, None, None)
+        self.end(exc)
         return False
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,28 +27,31 @@ log = logging.getLogger("pixelis.eval")
 
 def evaluate(agent: Agent, samples: Sequence[Trajectory], out_dir: Path, iou_threshold: float = 0.5,
              numeric_tolerance: float = 0.0, title: str = "Pixelis evaluation",
-             show_progress: bool = True) -> dict[str, Any]:
-    """Roll out `agent` on every sample, score against `sample.target`, and write into `out_dir`:
-    `metrics.json`, `predictions.jsonl` (with images under `media/`) and `report.md` with PNG charts."""
+             show_progress: bool = True, n_samples: int = 1) -> dict[str, Any]:
+    """Roll out `agent` `n_samples` times on every sample (batched, see `Agent.run_many`), score each rollout
+    against `sample.target`, and write into `out_dir`: `metrics.json`, `predictions.jsonl` (with images under
+    `media/`) and `report.md` with PNG charts. With several samples per query every rollout counts on its own."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictions: list[Trajectory] = []
     correct = 0
     columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("acc {task.fields[acc]}"),
                TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn())
     with TracedOperation("eval.run", "eval", {"samples": len(samples)}), \
             Progress(*columns, disable=not show_progress, transient=False) as progress:
-        task = progress.add_task("eval", total=len(samples), acc="-", rate="-")
-        for i, sample in enumerate(samples):
-            pred = agent.run(sample, sample_index=i)
-            ok = sample.target is not None and score_answer(pred.answer, sample.target, iou_threshold=iou_threshold,
-                                                            numeric_tolerance=numeric_tolerance)
+        task = progress.add_task("eval", total=len(samples) * n_samples, acc="-", rate="-")
+
+        def score(pred: Trajectory) -> None:  # a rollout keeps its sample's target and metadata
+            nonlocal correct
+            ok = pred.target is not None and score_answer(pred.answer, pred.target, iou_threshold=iou_threshold,
+                                                          numeric_tolerance=numeric_tolerance)
             pred.metadata["correct"] = bool(ok)
-            pred.metadata.setdefault("family", sample.metadata.get("family", "unknown"))
-            pred.metadata.setdefault("difficulty", sample.metadata.get("difficulty", "unknown"))
+            pred.metadata.setdefault("family", "unknown")
+            pred.metadata.setdefault("difficulty", "unknown")
             correct += int(ok)
-            predictions.append(pred)
+            finished = progress.tasks[task].completed + 1
             elapsed = progress.tasks[task].elapsed or 1e-9
-            progress.update(task, advance=1, acc=f"{correct / (i + 1):.1%}", rate=f"{(i + 1) / elapsed:.2f}")
+            progress.update(task, advance=1, acc=f"{correct / finished:.1%}", rate=f"{finished / elapsed:.2f}")
+
+        predictions = agent.run_many(samples, on_done=score, n=n_samples)
     metrics = compute_metrics(predictions)
     write_jsonl(out_dir / "predictions.jsonl", predictions)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -67,7 +70,7 @@ def build_agent(cfg: PixelisConfig, policy: Policy) -> Agent:
     tool_limits = ToolLimits.from_config(cfg.tools)
     return Agent(policy, ToolRegistry.default(tool_limits), AgentLimits.from_config(cfg.agent),
                  SamplingParams.from_config(cfg.agent), seed=cfg.reproducibility.seed,
-                 tool_prompt=cfg.agent.tool_prompt)
+                 tool_prompt=cfg.agent.tool_prompt, batch_size=cfg.agent.batch_size)
 
 
 def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = "model", model_dir: Path | None = None,
@@ -95,4 +98,4 @@ def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = 
         chosen = ModelPolicy(model, processor)
     title = f"Pixelis evaluation: {policy} policy on {data}"
     return evaluate(build_agent(cfg, chosen), samples, out_dir, cfg.eval.iou_threshold, cfg.eval.numeric_tolerance,
-                    title=title, show_progress=show_progress)
+                    title=title, show_progress=show_progress, n_samples=cfg.agent.n_samples)

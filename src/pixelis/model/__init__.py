@@ -6,6 +6,7 @@ Importing this package registers the Pixelis processors with `AutoProcessor` (se
 from pixelis.model.chat import (
     ChatTemplateError,
     RenderedSample,
+    build_generation_batch,
     build_generation_prompt,
     collate,
     render_conversation,
@@ -24,6 +25,7 @@ __all__ = [
     "RenderedSample",
     "SIZES",
     "apply_lora",
+    "build_generation_batch",
     "build_generation_prompt",
     "build_tiny_model",
     "checkpoint_info",

@@ -278,9 +278,25 @@ def build_generation_prompt(
     tools: list[dict] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Model inputs (batch of 1) for generating the next assistant turn of `messages`."""
-    messages, tools = prepare_messages(processor, messages, tools)
-    text = _render(processor, messages, tools, add_generation_prompt=True)
-    return dict(processor(text=[text], images=list(images) or None, return_tensors="pt"))
+    return build_generation_batch(processor, [(messages, images, tools)])
+
+
+def build_generation_batch(
+    processor: ProcessorMixin,
+    prompts: Sequence[tuple[list[dict[str, Any]], Sequence[Image.Image], list[dict] | None]],
+) -> dict[str, torch.Tensor]:
+    """Left-padded model inputs for generating the next turn of several conversations at once.
+
+    `prompts` holds (messages, images, tools) per conversation; images are passed in conversation order, which is
+    how the processor matches them to the ``<|image_pad|>`` runs of the texts.
+    """
+    texts, all_images = [], []
+    for messages, images, tools in prompts:
+        messages, tools = prepare_messages(processor, messages, tools)
+        texts.append(_render(processor, messages, tools, add_generation_prompt=True))
+        all_images.extend(images)
+    return dict(processor(text=texts, images=all_images or None, return_tensors="pt", padding=True,
+                          padding_side="left"))
 
 
 def collate(

@@ -181,13 +181,12 @@ class SFTRecipe:
         rollout_samples = [self.val_set[i] for i in val_idx[: self.cfg.sft.eval_rollouts]]
         agent = Agent(ModelPolicy(self.accelerator.unwrap_model(self.model), self.processor), self.tools,
                       AgentLimits.from_config(self.cfg.agent), SamplingParams(),
-                      seed=self.cfg.reproducibility.seed, tool_prompt=self.cfg.agent.tool_prompt)
-        predictions = []
-        for i, sample in enumerate(rollout_samples):
-            pred = agent.run(sample, sample_index=i)
-            pred.metadata["correct"] = score_answer(pred.answer, sample.target, self.cfg.eval.iou_threshold,
+                      seed=self.cfg.reproducibility.seed, tool_prompt=self.cfg.agent.tool_prompt,
+                      batch_size=self.cfg.agent.batch_size)
+        predictions = agent.run_many(rollout_samples)
+        for pred in predictions:
+            pred.metadata["correct"] = score_answer(pred.answer, pred.target, self.cfg.eval.iou_threshold,
                                                     self.cfg.eval.numeric_tolerance)
-            predictions.append(pred)
         metrics = compute_metrics(predictions)
         return {"eval_loss": sum(losses) / len(losses), "accuracy": metrics["accuracy"],
                 "tool_call_validity": metrics["tool_call_validity"], "rapr": metrics["rapr"]}

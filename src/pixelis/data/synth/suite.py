@@ -9,9 +9,12 @@ in the manifest.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from pixelis.data.synth.count import Count
 from pixelis.data.synth.small_text import SmallText
 from pixelis.data.synth.temporal import Temporal
 from pixelis.data.synth.track import Track
+from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
 
 FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (SmallText(), Count(), Attribute(), Track(), Temporal())}
@@ -134,6 +138,36 @@ def generate_sample(
     raise GenerationError(f"{key.id}: no usable draw in {max_attempts} attempts; rejections: {dict(reasons)}")
 
 
+@dataclass
+class _Drawn:
+    """One generated sample with what it cost (rejected draws, seconds)."""
+
+    key: SampleKey
+    trajectory: Trajectory
+    rejections: Counter
+    seconds: float
+
+
+def _draw(key: SampleKey, seed: int, trap_rate: float, registry: ToolRegistry) -> _Drawn:
+    start = time.perf_counter()
+    rejections: Counter = Counter()
+    traj = generate_sample(key, seed, trap_rate, registry, rejections=rejections)
+    return _Drawn(key, traj, rejections, time.perf_counter() - start)
+
+
+_worker_registry: ToolRegistry | None = None  # the tools of one worker process, built once by _init_worker
+
+
+def _init_worker(limits: ToolLimits) -> None:
+    global _worker_registry
+    _worker_registry = ToolRegistry.default(limits)
+
+
+def _draw_in_worker(key: SampleKey, seed: int, trap_rate: float) -> _Drawn:
+    assert _worker_registry is not None, "worker started without _init_worker"
+    return _draw(key, seed, trap_rate, _worker_registry)
+
+
 def generate_suite(
     out_dir: str | Path,
     n: int,
@@ -147,14 +181,19 @@ def generate_suite(
     progress: bool = True,
     on_sample: Callable[[Trajectory], None] | None = None,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> SuiteResult:
     """Write `train/val/test.jsonl`, their images under `media/`, and `manifest.json` into `out_dir`.
 
     An existing suite in `out_dir` is replaced only with `overwrite=True` (its old images are removed, so the
-    directory holds exactly the new suite).
+    directory holds exactly the new suite). `workers` > 1 draws samples in that many processes (0: one per CPU),
+    each with the default tools under `registry`'s limits; the files are byte-identical for any worker count.
     """
     if not 0.0 <= trap_rate <= 1.0:
         raise ValueError(f"trap_rate must be in [0, 1], got {trap_rate}")
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (one per CPU) or more, got {workers}")
+    workers = workers or os.cpu_count() or 1
     fams = resolve(families, list(FAMILIES), "families")
     diffs = resolve(difficulties, DIFFICULTIES, "difficulties")
     plan = plan_splits(seed, n, fams, diffs, val_fraction, test_fraction)
@@ -165,23 +204,33 @@ def generate_suite(
     traps: dict[str, Counter] = defaultdict(Counter)
     seconds: Counter = Counter()
     samples: Counter = Counter()
+    # spawn, not fork: the parent may already run torch/OpenCV thread pools, which fork does not copy safely.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(registry.limits,)) if workers > 1 else None
 
     def produce(keys: list[SampleKey], advance: Callable[[str], None]) -> Iterator[Trajectory]:
-        for key in keys:
-            start = time.perf_counter()
-            traj = generate_sample(key, seed, trap_rate, registry,
-                                   rejections=rejections[key.family, key.difficulty])
-            seconds[key.family] += time.perf_counter() - start
-            samples[key.family] += 1
-            traps[key.family][key.difficulty] += int(traj.metadata["trap"])
+        if pool is None:
+            drawn: Iterator[_Drawn] = (_draw(key, seed, trap_rate, registry) for key in keys)
+        else:
+            drawn = pool.map(_draw_in_worker, keys, [seed] * len(keys), [trap_rate] * len(keys))
+        for item in drawn:
+            family, traj = item.key.family, item.trajectory
+            rejections[family, item.key.difficulty].update(item.rejections)
+            seconds[family] += item.seconds
+            samples[family] += 1
+            traps[family][item.key.difficulty] += int(traj.metadata["trap"])
             if on_sample is not None:
                 on_sample(traj)
-            advance(key.family)
+            advance(family)
             yield traj
 
-    with _progress(progress, n) as advance:
-        for split in SPLITS:
-            write_jsonl(out / f"{split}.jsonl", produce(plan[split], advance))
+    try:
+        with _progress(progress, n) as advance:
+            for split in SPLITS:
+                write_jsonl(out / f"{split}.jsonl", produce(plan[split], advance))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
     counts = {s: {f: {d: sum(1 for k in plan[s] if (k.family, k.difficulty) == (f, d)) for d in diffs}
                   for f in fams} for s in SPLITS}
