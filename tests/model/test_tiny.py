@@ -58,6 +58,13 @@ def test_corpus_words_become_tokens():
     assert trained.convert_ids_to_tokens(trained(word).input_ids) == ["Ġglorptastic"]
 
 
+def test_rare_random_strings_stay_in_pieces():
+    """A label seen a few times is not merged: train and test labels tokenize alike (character pieces)."""
+    tok = build_tokenizer(corpus=["the label reads QXZTV"] * 3 + ["the label reads"] * 50, vocab_size=2048)
+    assert len(tok(" QXZTV").input_ids) >= 4
+    assert tok.convert_ids_to_tokens(tok(" label").input_ids) == ["Ġlabel"]
+
+
 def test_image_budget_and_torch_tensors(policy, make_scene):
     processor = policy[1]
     text = ["<|vision_start|><|image_pad|><|vision_end|>"] * 2

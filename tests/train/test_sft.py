@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from pixelis.core.config import load_config
 from pixelis.core.repro import enable_deterministic_mode, set_global_seed
-from pixelis.train.sft import SFTDataError, train_sft
+from pixelis.core.trajectory import Trajectory, read_jsonl
+from pixelis.train.sft import SFTDataError, _interleave_families, train_sft
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -49,6 +50,8 @@ def test_short_run_lowers_loss_and_writes_everything(tmp_path, train_suite_dir, 
     assert {p.name for p in run.glob("checkpoint-*")} == {"checkpoint-4", "checkpoint-8", "checkpoint-12"}
     assert (run / "final" / "model.safetensors").is_file() and (run / "final" / "aux_head.safetensors").is_file()
     assert len((run / "curriculum.jsonl").read_text().splitlines()) == 3 and (run / "curriculum.png").is_file()
+    rollouts = read_jsonl(run / "rollouts" / "step-000012.jsonl")
+    assert len(rollouts) == cfg.sft.eval_rollouts and all("termination" in t.metadata for t in rollouts)
     assert list((run / "sft").rglob("events.out.tfevents.*")), "tensorboard events expected"
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["artifacts"]["final_weights"] == result.weights_sha256
@@ -104,3 +107,11 @@ def test_two_accelerate_processes_agree(tmp_path, train_suite_dir, tiny_model_di
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = json.loads((tmp_path / "ddp" / "rank_weights.json").read_text())
     assert len(ranks) == 2 and ranks[0] == ranks[1]
+
+
+def test_validation_subsets_cover_every_family():
+    families = ["count", "count", "count", "track", "track", "temporal"]
+    samples = [Trajectory(id=str(i), question="q", metadata={"family": f}) for i, f in enumerate(families)]
+    order = _interleave_families(list(range(6)), samples)
+    assert order == [0, 3, 5, 1, 4, 2]
+    assert {families[i] for i in order[:3]} == {"count", "track", "temporal"}

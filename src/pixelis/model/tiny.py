@@ -127,8 +127,14 @@ def _seed_corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 3072) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer with the Qwen pre-tokenizer and special tokens on seed + `corpus`."""
+def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 3072,
+                    min_frequency: int = 10) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer with the Qwen pre-tokenizer and special tokens on seed + `corpus`.
+
+    Only pairs seen `min_frequency` times are merged: a task's random strings (OCR labels) occur a few times
+    each, and merging them would make every training label one token while unseen test labels split into
+    characters -- the model could then never learn to copy a label it has not memorised.
+    """
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -139,6 +145,7 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 3072)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
+        min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

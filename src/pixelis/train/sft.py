@@ -31,7 +31,7 @@ from pixelis.core.config import PixelisConfig
 from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
 from pixelis.core.tracing import TracedOperation
-from pixelis.core.trajectory import Trajectory, read_jsonl
+from pixelis.core.trajectory import Trajectory, read_jsonl, write_jsonl
 from pixelis.eval.metrics import compute_metrics
 from pixelis.eval.scoring import score_answer
 from pixelis.model.chat import MODEL_INPUT_KEYS, collate, render_trajectory
@@ -70,6 +70,16 @@ def _load_split(suite: Path, split: str) -> list[Trajectory]:
     if not samples:
         raise SFTDataError(f"{path} holds no trajectories")
     return samples
+
+
+def _interleave_families(indices: list[int], samples: list[Trajectory]) -> list[int]:
+    """`indices` reordered round-robin over task families, so any prefix covers every family (the splits are
+    sorted by family; a plain prefix would evaluate one family only)."""
+    by_family: dict[str, list[int]] = {}
+    for i in indices:
+        by_family.setdefault(samples[i].metadata.get("family", ""), []).append(i)
+    columns = list(by_family.values())
+    return [col[k] for k in range(max(map(len, columns), default=0)) for col in columns if k < len(col)]
 
 
 class SFTRecipe:
@@ -171,11 +181,13 @@ class SFTRecipe:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out loss on the current stage's difficulties and agent metrics from real rollouts."""
+        """Held-out loss on the current stage's difficulties and agent metrics from real rollouts (the rollouts
+        are kept in `RUN/rollouts/step-K.jsonl`)."""
         self.model.eval()
         pools = self._stage_pools()
-        val_idx = [i for i, t in enumerate(self.val_set) if t.metadata.get("difficulty") in pools] or \
-            list(range(len(self.val_set)))
+        val_idx = _interleave_families(
+            [i for i, t in enumerate(self.val_set) if t.metadata.get("difficulty") in pools]
+            or list(range(len(self.val_set))), self.val_set)
         loss_idx = val_idx[: self.cfg.sft.eval_loss_samples]
         losses = [self._forward_loss([i], self.val_rendered, None)["loss_lm"].item() for i in loss_idx]
         rollout_samples = [self.val_set[i] for i in val_idx[: self.cfg.sft.eval_rollouts]]
@@ -187,6 +199,8 @@ class SFTRecipe:
         for pred in predictions:
             pred.metadata["correct"] = score_answer(pred.answer, pred.target, self.cfg.eval.iou_threshold,
                                                     self.cfg.eval.numeric_tolerance)
+        if self.accelerator.is_main_process:  # what the policy actually wrote, to read alongside the metrics
+            write_jsonl(self.out_dir / "rollouts" / f"step-{self.step:06d}.jsonl", predictions)
         metrics = compute_metrics(predictions)
         return {"eval_loss": sum(losses) / len(losses), "accuracy": metrics["accuracy"],
                 "tool_call_validity": metrics["tool_call_validity"], "rapr": metrics["rapr"]}
