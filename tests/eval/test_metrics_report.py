@@ -40,6 +40,7 @@ def test_metrics_count_what_they_claim():
     assert m["accuracy_by_difficulty"]["simple"] == 2 / 3
     assert m["tool_calls_attempted"] == 5 and m["tool_call_validity"] == 3 / 5
     assert m["rapr"] == 0.5  # two trajectories made at least one valid call
+    assert m["first_call_validity"] == 0.5 and m["all_calls_valid_rate"] == 0.5  # no calls counts as not valid
     assert m["mean_tool_calls"] == 5 / 4
     assert m["mean_trajectory_length"] == (3 + 3 + 1 + 1) / 4
     assert m["terminations"] == {"answer": 3, "max_turns": 1}

@@ -14,7 +14,9 @@ import numpy as np  # noqa: E402
 DIFFICULTIES = ("simple", "medium", "hard")
 SUMMARY_KEYS = (
     ("accuracy", "Accuracy", "{:.1%}"),
-    ("tool_call_validity", "Tool-call validity", "{:.1%}"),
+    ("tool_call_validity", "Tool-call validity (share of calls)", "{:.1%}"),
+    ("first_call_validity", "Trajectories whose first call is valid", "{:.1%}"),
+    ("all_calls_valid_rate", "Trajectories with only valid calls", "{:.1%}"),
     ("rapr", "RaPR (trajectories using a tool)", "{:.1%}"),
     ("mean_tool_calls", "Mean tool calls", "{:.2f}"),
     ("mean_trajectory_length", "Mean trajectory length (turns)", "{:.2f}"),
