@@ -2,7 +2,11 @@
 
 from dataclasses import replace
 
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from pixelis.agent import Agent, AgentLimits, ModelPolicy, ReplayPolicy, SamplingParams
+from pixelis.core.tracing import TracedOperation, configure_tracing
 from pixelis.core.trajectory import read_jsonl, to_messages
 from pixelis.model.chat import build_generation_batch
 from pixelis.model.load import load_policy
@@ -76,3 +80,23 @@ def test_n_draws_per_sample_are_seeded_apart(tiny_model_dir, train_suite_dir):
     draws = agent.run_many([sample], n=3)
     assert [t.metadata.get("draw", 0) for t in draws] == [0, 1, 2]
     assert len({_texts(t)[0] for t in draws}) > 1
+
+
+def test_batched_runs_keep_their_own_span_trees(synth_suite):
+    exporter = InMemorySpanExporter()
+    configure_tracing(extra_processors=[SimpleSpanProcessor(exporter)])
+    golden = synth_suite["train"][:4]
+    with TracedOperation("eval.run", "eval"):
+        Agent(ReplayPolicy(golden), batch_size=4).run_many(golden)
+    spans = exporter.get_finished_spans()
+    configure_tracing()
+    by_id = {s.context.span_id: s for s in spans}
+    runs = {s.attributes["sample_id"]: s for s in spans if s.name == "agent.run"}
+    assert sorted(runs) == sorted(s.id for s in golden)
+    for sample in golden:
+        run = runs[sample.id]
+        turns = [s for s in spans if s.name == "agent.turn" and s.parent.span_id == run.context.span_id]
+        assert len(turns) == len(sample.steps) + 1  # one per call, then the answer
+        tools = [s for s in spans if s.name.startswith("tool.") and by_id[s.parent.span_id] in turns]
+        assert [s.name for s in tools] == [f"tool.{step.call.name}" for step in sample.steps if step.call is not None]
+    assert len({s.context.trace_id for s in spans}) == 1
