@@ -52,6 +52,7 @@ def test_zoom_on_a_later_image(run, target):
         ({"bbox": [500, 500, 400, 600]}, "invalid_box"),
         ({"bbox": [500, 500, 500, 600]}, "invalid_box"),
         ({"bbox": [500, 500, 502, 502]}, "limit_exceeded"),
+        ({"bbox": [0, 500, 1000, 503]}, "invalid_box"),  # a 600x1 px sliver: VLM processors refuse it
         ({"bbox": "0,0,10,10"}, "wrong_type"),
         ({"bbox": [0, 0, 10]}, "wrong_type"),
         ({"bbox": [0, 0, 10, "a"]}, "wrong_type"),

@@ -12,6 +12,9 @@ from pixelis.tools.geometry import check_grid_box, to_grid_box, to_pixels_box
 # Longest side of a zoomed crop: enlarged towards the upper value, refused when even max_zoom cannot reach
 # the lower one (the crop is then a handful of pixels and nothing useful can come out of it).
 ZOOM_TARGET_SIDE = (448, 672)
+# Most elongated crop returned: Qwen-VL image processors refuse images beyond 200:1, and a sliver that thin
+# holds nothing legible anyway.
+MAX_ASPECT_RATIO = 50
 
 
 class ZoomArgs(ToolArgs):
@@ -30,6 +33,10 @@ class ZoomIn(Tool):
         w, h = image.size
         x1, y1, x2, y2 = to_pixels_box(args.bbox, w, h)
         cw, ch = x2 - x1, y2 - y1
+        if max(cw, ch) > MAX_ASPECT_RATIO * min(cw, ch):
+            raise ToolArgumentError(
+                "invalid_box", f"the box is a {cw}x{ch} px sliver (more elongated than {MAX_ASPECT_RATIO}:1); "
+                "choose a box around the whole object")
         scale = zoom_scale(cw, ch, ctx.limits.max_output_side, ctx.limits.max_zoom)
         out_w, out_h = max(1, round(cw * scale)), max(1, round(ch * scale))
         crop = to_array(image)[y1:y2, x1:x2]
