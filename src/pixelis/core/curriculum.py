@@ -307,7 +307,8 @@ class CurriculumManager:
             return "hold", note + why
         self._patience = min(self._patience + 1, cfg.patience_cycles)
         if is_last:
-            return "hold", note + "final stage (all exit criteria met)"
+            met_text = "all exit criteria met" if stage.exit_criteria else "it has no exit criteria"
+            return "hold", note + f"final stage, nothing to advance to ({met_text})"
         if self._patience >= cfg.patience_cycles:
             self._change(self._stage_index + 1, "advance", smoothed)
             return "advance", f"exit criteria met for {cfg.patience_cycles} consecutive evaluations"
