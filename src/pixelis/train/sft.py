@@ -291,6 +291,13 @@ class SFTRecipe:
             (self.out_dir / "rank_weights.json").write_text(json.dumps(rank_digests) + "\n")
             (self.out_dir / "train_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
             self.curriculum.plot(self.out_dir / "curriculum.png")
+        # Release the DDP wrapper while its process group still exists: freed later (when the recipe is garbage
+        # collected) it waits on peers that may have exited, which hung a rank at exit.
+        self.accelerator.wait_for_everyone()
+        self.model = self.accelerator.unwrap_model(self.model)
+        if self.head is not None:
+            self.head = self.accelerator.unwrap_model(self.head)
+        self.accelerator.free_memory()
         self.accelerator.end_training()  # closes trackers and, under DDP, the process group: keep it last
         log.info("SFT done: %d steps, loss %.4f, weights sha256 %s, final model at %s", self.step, last["loss"],
                  digest[:16], final)
