@@ -183,9 +183,9 @@ class Agent:
     def _round(self, active: list[_Rollout]) -> list[tuple[_Rollout, str | None]]:
         """One turn of every trajectory in flight: returns each with its termination reason (None: continues)."""
         now = time.monotonic()
-        over_time = {id(r) for r in active if now - r.started > self.limits.wall_time_s}
-        ended: list[tuple[_Rollout, str | None]] = [(r, "wall_time") for r in active if id(r) in over_time]
-        live = [r for r in active if id(r) not in over_time]
+        ended: list[tuple[_Rollout, str | None]] = [
+            (r, "wall_time") for r in active if now - r.started > self.limits.wall_time_s]
+        live = [r for r in active if now - r.started <= self.limits.wall_time_s]
         requests = []
         for rollout in live:
             with rollout.span.activate():
