@@ -97,19 +97,31 @@ def test_golden_trajectories_without_traps_are_all_normal_steps(suite):
 
 
 def test_trap_variants_are_marked_and_their_golden_part_scores(registry):
-    trajs = [generate_sample(SampleKey(f, "medium", i), 5, 1.0, registry) for f in FAMILIES for i in range(2)]
-    kinds_of_trap = set()
+    trajs = [generate_sample(SampleKey(f, "medium", i), 5, 1.0, registry) for f in FAMILIES for i in range(3)]
+    kinds_of_trap, malformed_at = set(), set()
     for traj in trajs:
         kinds = [s.kind for s in traj.steps]
         assert traj.metadata["trap"] is True
-        first_normal = kinds.index("correction")
-        assert first_normal >= 1 and set(kinds[:first_normal]) == {"trap"}, (traj.id, kinds)
-        assert set(kinds[first_normal + 1:]) <= {"normal"}, (traj.id, kinds)
-        correction = traj.steps[first_normal]
+        at = kinds.index("correction")
+        first_trap = kinds.index("trap")
+        # the trap steps come right before their correction; every other step is golden
+        assert first_trap < at and set(kinds[first_trap:at]) == {"trap"}, (traj.id, kinds)
+        assert set(kinds[:first_trap] + kinds[at + 1:]) <= {"normal"}, (traj.id, kinds)
+        correction = traj.steps[at]
         assert correction.observation.error is None and correction.thought
         assert score_answer(traj.answer, traj.target)
-        kinds_of_trap.add("malformed" if traj.steps[0].observation.error else "semantic")
+        trap = traj.steps[at - 1]
+        if trap.observation.error:
+            kinds_of_trap.add("malformed")
+            malformed_at.add(first_trap)
+            assert at - first_trap == 1 and not trap.observation.images
+            assert correction.thought.startswith(f"That call failed ({trap.observation.error.kind})")
+            assert (trap.call.name, trap.call.arguments) != (correction.call.name, correction.call.arguments)
+        else:
+            kinds_of_trap.add("semantic")
+            assert first_trap == 0
     assert kinds_of_trap == {"malformed", "semantic"}
+    assert malformed_at - {0}, "malformed traps should also corrupt later golden calls"
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, registry):

@@ -1,5 +1,7 @@
 """The masked imitation loss and the auxiliary argument head, on a real rendered conversation."""
 
+import json
+
 import torch
 
 from pixelis.agent.prompt import ToolPrompt
@@ -7,7 +9,8 @@ from pixelis.core.trajectory import read_jsonl
 from pixelis.model.chat import collate, render_trajectory
 from pixelis.model.load import load_policy
 from pixelis.tools.registry import ToolRegistry
-from pixelis.train.loss import ArgumentHead, AuxBatch, aux_argument_loss, call_targets, masked_imitation_loss
+from pixelis.train.loss import ArgumentHead, AuxBatch, aux_argument_loss, call_argument_target, call_targets, \
+    masked_imitation_loss
 from pixelis.core.trajectory import Step, ToolCall, Trajectory
 
 
@@ -28,7 +31,7 @@ def test_loss_is_the_weighted_mean_of_next_token_cross_entropy():
 
 def test_rendered_weights_cover_exactly_assistant_tokens_with_calls_upweighted(tiny_model_dir, train_suite_dir):
     model, processor = load_policy(tiny_model_dir)
-    traj = next(t for t in read_jsonl(train_suite_dir / "train.jsonl") if t.steps)
+    traj = next(t for t in read_jsonl(train_suite_dir / "train.jsonl") if t.steps and not t.metadata["trap"])
     prompt = ToolPrompt.build(ToolRegistry.default().schemas(), "compact")
     sample = render_trajectory(processor, traj, prompt.tools, system=prompt.system)
     batch = collate([sample], processor.tokenizer.pad_token_id, action_weight=2.0)
@@ -45,6 +48,29 @@ def test_rendered_weights_cover_exactly_assistant_tokens_with_calls_upweighted(t
     plain = masked_imitation_loss(out.logits, batch["input_ids"], batch["assistant_mask"].float())
     weighted = masked_imitation_loss(out.logits, batch["input_ids"], batch["weights"])
     assert not torch.isclose(plain, weighted)
+
+
+def test_trap_turns_are_context_but_never_imitated(tiny_model_dir, synth_suite):
+    """The deliberate mistake of a trap trajectory is read by the model but carries no loss; its correction does."""
+    _, processor = load_policy(tiny_model_dir)
+    tok = processor.tokenizer
+    traj = next(t for t in synth_suite["train"] if any(s.kind == "trap" for s in t.steps))
+    at = [s.kind for s in traj.steps].index("trap")
+    prompt = ToolPrompt.build(ToolRegistry.default().schemas(), "compact")
+    sample = render_trajectory(processor, traj, prompt.tools, system=prompt.system)
+    batch = collate([sample], tok.pad_token_id, action_weight=2.0)
+    weights = batch["weights"][0]
+    (trap_start, trap_end), (fix_start, fix_end) = sample.assistant_turns[at], sample.assistant_turns[at + 1]
+    trap_call = json.dumps({"name": traj.steps[at].call.name, "arguments": traj.steps[at].call.arguments})
+    assert trap_call in tok.decode(sample.input_ids[trap_start:trap_end])  # in the context...
+    assert (weights[trap_start:trap_end] == 0).all()  # ...but not learned
+    assert (weights[fix_start:fix_end] > 0).all() and (weights[fix_start:fix_end] == 2.0).any()
+    trained_turns = [i for i, (a, b) in enumerate(sample.assistant_turns) if (weights[a:b] > 0).all()]
+    assert trained_turns == [i for i in range(len(sample.assistant_turns)) if i != at]
+    # the aux head skips the trap's wrong box but still lines up with every later call
+    targets = call_targets(traj)
+    assert len(targets) == len(sample.call_token_positions) and targets[at] is None
+    assert targets[at + 1] == call_argument_target(traj.steps[at + 1].call.arguments)
 
 
 def test_aux_head_regresses_boxes_at_call_tokens():

@@ -19,7 +19,7 @@ import bisect
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import torch
 from PIL import Image
@@ -66,8 +66,8 @@ class RenderedSample:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     mm_token_type_ids: torch.Tensor
-    assistant_mask: torch.Tensor  # 1 on tokens the assistant produced, through its <|im_end|>
-    action_mask: torch.Tensor  # 1 on <tool_call> ... </tool_call> tokens (an unclosed call: to the turn's end)
+    assistant_mask: torch.Tensor  # 1 on tokens of trained assistant turns, through their <|im_end|>
+    action_mask: torch.Tensor  # 1 on <tool_call> ... </tool_call> tokens of trained turns (unclosed: to turn end)
     call_token_positions: list[int] = field(default_factory=list)  # each <tool_call> token in assistant text
     assistant_turns: list[tuple[int, int]] = field(default_factory=list)  # [start, end) tokens of each turn
     pixel_values: torch.Tensor | None = None
@@ -168,16 +168,20 @@ def render_conversation(
     images: Sequence[Image.Image],
     tools: list[dict] | None = None,
     max_length: int | None = None,
+    untrained_turns: Collection[int] = (),
 ) -> RenderedSample:
     """Render HF chat `messages` (images given in order as ``{"type": "image"}`` parts) into a `RenderedSample`.
 
     With `max_length`, the tokens are truncated from the right; an image block (``<|vision_start|>``, its
     placeholders, ``<|vision_end|>``) that does not fit whole is dropped, so pixel values match the kept tokens.
+    Assistant turns whose index (counting assistant messages from 0) is in `untrained_turns` stay in the context
+    but out of `assistant_mask` and `action_mask`: the model reads them and never learns to write them.
     """
     messages, tools = prepare_messages(processor, messages, tools)
     text = _render(processor, messages, tools, add_generation_prompt=False)
     spans = _assistant_char_spans(processor, messages, tools, text)
-    call_spans = [m.span() for a, b in spans for m in _CALL_SPAN.finditer(text, a, b)]
+    trained = [span for i, span in enumerate(spans) if i not in untrained_turns]
+    call_spans = [m.span() for a, b in trained for m in _CALL_SPAN.finditer(text, a, b)]
     call_opens = [m.start() for a, b in spans for m in _CALL_OPEN.finditer(text, a, b)]
 
     enc = processor(
@@ -199,7 +203,8 @@ def render_conversation(
     input_ids = enc["input_ids"][0]
     mm_types = enc["mm_token_type_ids"][0]
     turn_masks = [_token_mask(offsets, [(shift(a), shift(b))]) * (mm_types == 0).long() for a, b in spans]
-    assistant_mask = torch.stack(turn_masks).amax(dim=0) if turn_masks else torch.zeros_like(input_ids)
+    trained_masks = [m for i, m in enumerate(turn_masks) if i not in untrained_turns]
+    assistant_mask = torch.stack(trained_masks).amax(dim=0) if trained_masks else torch.zeros_like(input_ids)
     turns = [(int(m.nonzero()[0]), int(m.nonzero()[-1]) + 1) for m in turn_masks]
     action_mask = _token_mask(offsets, [(shift(a), shift(b)) for a, b in call_spans])
     call_positions = [int((offsets[:, 1] > shift(c)).nonzero()[0]) for c in call_opens]  # token holding char c
@@ -266,9 +271,13 @@ def render_trajectory(
 ) -> RenderedSample:
     """Render a `Trajectory` (question, tool steps with observations, final answer) for training.
 
-    `system` is an optional system prompt (e.g. the compact tool list of `pixelis.agent.prompt`)."""
+    `system` is an optional system prompt (e.g. the compact tool list of `pixelis.agent.prompt`). Trap steps (the
+    deliberate mistakes before a correction) are context only: training imitates the recovery, not the mistake.
+    """
     messages, images = to_messages(traj, system=system)
-    return render_conversation(processor, messages, images, tools=tools, max_length=max_length)
+    untrained = {i for i, step in enumerate(traj.steps) if step.kind == "trap"}
+    return render_conversation(processor, messages, images, tools=tools, max_length=max_length,
+                               untrained_turns=untrained)
 
 
 def build_generation_prompt(

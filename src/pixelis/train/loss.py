@@ -46,11 +46,13 @@ def call_argument_target(arguments: dict[str, Any]) -> list[float] | None:
 
 
 def call_targets(traj: Trajectory) -> list[list[float] | None]:
-    """One regression target (or None) per `<tool_call>` the rendered trajectory contains, in order."""
+    """One regression target (or None) per `<tool_call>` the rendered trajectory contains, in order.
+
+    A trap step's deliberately wrong arguments get None: like its tokens, they are not learned."""
     targets = []
     for step in traj.steps:
         if step.call is not None:
-            targets.append(call_argument_target(step.call.arguments))
+            targets.append(None if step.kind == "trap" else call_argument_target(step.call.arguments))
         elif step.raw_text is not None:
             targets.extend([None] * step.raw_text.count("<tool_call>"))
     return targets

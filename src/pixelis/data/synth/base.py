@@ -2,8 +2,8 @@
 
 A family draws a `Scene` (media, question, ground truth) from a seeded generator, then `solve`s it by calling
 the real tools through an `Episode`; the observations are checked against the ground truth and a disagreement
-raises `Rejected`, so the suite redraws the sample. Trap variants put a wrong call (a malformed argument or a
-plausible-but-wrong target) in front of the golden steps, followed by the correction.
+raises `Rejected`, so the suite redraws the sample. Trap variants add a wrong call followed by its correction:
+a plausible-but-wrong target in front of the golden steps, or a malformed version of any one golden call.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pixelis.core.trajectory import Observation, Step, StepKind, ToolCall, Traje
 from pixelis.tools.base import ToolContext, ToolLimits
 from pixelis.tools.registry import ToolRegistry
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 DIFFICULTIES = ("simple", "medium", "hard")
 
 
@@ -72,17 +72,17 @@ class Episode:
         """How many images the conversation holds so far (the next tool image gets this index)."""
         return len(self.conversation_images())
 
-    def conversation_images(self) -> list[Image.Image]:
-        """Input images, then every image a tool returned, in order."""
+    def conversation_images(self, upto: int | None = None) -> list[Image.Image]:
+        """Input images, then every image a tool returned (in the first `upto` steps), in order."""
         out = list(self.scene.images)
-        for s in self.steps:
+        for s in self.steps[:upto]:
             if s.observation is not None:
                 out.extend(s.observation.images)
         return out
 
-    def execute(self, name: str, arguments: dict[str, Any]) -> Observation:
-        """Run one call on the current conversation without recording it."""
-        ctx = ToolContext(images=self.conversation_images(), video=self.scene.video, limits=self.limits)
+    def execute(self, name: str, arguments: dict[str, Any], upto: int | None = None) -> Observation:
+        """Run one call on the current conversation (or its first `upto` steps) without recording it."""
+        ctx = ToolContext(images=self.conversation_images(upto), video=self.scene.video, limits=self.limits)
         return self.registry.execute(ToolCall(name, copy.deepcopy(arguments)), ctx)
 
     def call(self, thought: str, name: str, arguments: dict[str, Any], kind: StepKind = "normal") -> Observation:
@@ -163,21 +163,32 @@ CORRUPTIONS: tuple[Corruption, ...] = (_swap_box, _beyond_grid, _missing_argumen
                                        _unknown_tool)
 
 
-def add_malformed_trap(ep: Episode, call: ToolCall, thought: str, rng: np.random.Generator) -> None:
-    """Record a malformed version of `call` (the tool must answer with an error) and set up its correction."""
-    order = rng.permutation(len(CORRUPTIONS))
-    for i in order:
-        made = CORRUPTIONS[int(i)](call.name, dict(call.arguments))
+def add_malformed_trap(ep: Episode, rng: np.random.Generator) -> None:
+    """Put a malformed version of one golden call (drawn at random) in front of it, and make it the correction.
+
+    The tool must answer the malformed call with an error; an error adds no image, so the image indices of
+    every later step stay right. Later turns matter as much as the first: a policy's mistakes come anywhere.
+    """
+    golden = [i for i, s in enumerate(ep.steps) if s.kind == "normal" and s.call is not None]
+    require(bool(golden), "trap_not_possible", "the golden trajectory makes no call")
+    at = golden[int(rng.integers(len(golden)))]
+    step = ep.steps[at]
+    for i in rng.permutation(len(CORRUPTIONS)):
+        made = CORRUPTIONS[int(i)](step.call.name, copy.deepcopy(step.call.arguments))
         if made is None:
             continue
         name, args, hint = made
-        obs = ep.execute(name, args)
+        obs = ep.execute(name, args, upto=at)
         if obs.error is None:
             continue
-        ep.steps.append(Step(thought=thought, call=ToolCall(name, args), observation=obs, kind="trap"))
-        ep.expect_correction(f"That call failed ({obs.error.kind}): {hint}. Retrying with fixed arguments.")
+        note = f"That call failed ({obs.error.kind}): {hint}. Retrying with fixed arguments."
+        ep.steps[at:at + 1] = [
+            Step(thought=step.thought, call=ToolCall(name, args), observation=obs, kind="trap"),
+            Step(thought=f"{note} {step.thought}", call=step.call, observation=step.observation,
+                 kind="correction"),
+        ]
         return
-    raise Rejected("trap_not_possible", f"no corruption of {call.name} produced an error")
+    raise Rejected("trap_not_possible", f"no corruption of {step.call.name} produced an error")
 
 
 # ------------------------------------------------------------------------------------------ families
@@ -197,7 +208,7 @@ class TaskFamily:
         raise NotImplementedError
 
     def first_call(self, scene: Scene) -> tuple[str, ToolCall]:
-        """Thought and call of the first golden step (the one a malformed trap corrupts)."""
+        """Thought and call of the first golden step (semantic traps reuse its thought)."""
         raise NotImplementedError
 
     def solve(self, ep: Episode, scene: Scene) -> str:
@@ -217,12 +228,11 @@ class TaskFamily:
             raise ValueError(f"family {self.name!r} has no difficulty {difficulty!r}; known: {list(self.tiers)}")
         scene = self.make_scene(rng, difficulty)
         ep = Episode(registry, scene)
-        if trap:
-            trap_rng = trap_rng if trap_rng is not None else rng
-            if not (trap_rng.random() < 0.5 and self.semantic_trap(ep, scene, trap_rng)):
-                thought, call = self.first_call(scene)
-                add_malformed_trap(ep, call, thought, trap_rng)
+        trap_rng = trap_rng if trap_rng is not None else rng
+        semantic = trap and trap_rng.random() < 0.5 and self.semantic_trap(ep, scene, trap_rng)
         final_thought = self.solve(ep, scene)
+        if trap and not semantic:
+            add_malformed_trap(ep, trap_rng)
         return Trajectory(
             id=sample_id or f"{self.name}-{difficulty}",
             question=scene.question,
