@@ -261,3 +261,26 @@ def test_run_manifest_and_artifacts(tmp_path):
         record_artifact(tmp_path, "weights", "not-a-hash")
     with pytest.raises(FileNotFoundError, match="write_run_manifest"):
         record_artifact(tmp_path / "elsewhere", "weights", "a" * 64)
+
+
+def test_ranks_writing_the_manifest_at_once_never_collide(tmp_path):
+    """Every rank of `accelerate launch` writes run.json at start-up; concurrent writers must not race."""
+    from pixelis.core.config import load_config
+
+    cfg = load_config(None)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pixelis.core.config import load_config\n"
+        "from pixelis.core.repro import record_artifact, write_run_manifest\n"
+        "write_run_manifest(Path(sys.argv[1]), 0, False, load_config(None), ['x'])\n"
+        "for i in range(5000):\n"
+        "    record_artifact(Path(sys.argv[1]), 'weights', '0' * 64)\n"
+    )
+    write_run_manifest(tmp_path, 0, False, cfg, ["x"])
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert json.loads((tmp_path / "run.json").read_text())["seed"] == 0
+    assert not list(tmp_path.glob("*.tmp"))

@@ -433,6 +433,7 @@ def record_artifact(out_dir: str | Path, name: str, sha256: str) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # one temporary name per process: every rank of a distributed launch writes the manifest at start-up
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)  # readers never see a half-written manifest
