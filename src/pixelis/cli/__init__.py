@@ -1,14 +1,12 @@
 """The ``pixelis`` command line: one sub-command per job; heavy libraries load only inside commands."""
 
-import typer
-
 from pixelis.cli import data, model, repro, tools
+from pixelis.cli.common import command_group
 from pixelis.cli.demo import demo
 from pixelis.cli.eval import evaluate
 from pixelis.cli.train import train
 
-app = typer.Typer(help="Pixelis: train and serve pixel-space reasoning agents.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = command_group("Pixelis: train and serve pixel-space reasoning agents.")
 app.command("demo")(demo)
 app.add_typer(data.app, name="data")
 app.add_typer(tools.app, name="tools")

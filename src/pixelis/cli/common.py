@@ -23,21 +23,26 @@ from typing import Annotated, Any
 import torch
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from pixelis.core.config import ConfigError, PixelisConfig, dump_config, load_config
+from pixelis.core.errors import PixelisError
 from pixelis.core.repro import enable_deterministic_mode, set_global_seed, write_run_manifest
+from pixelis.core.rundir import fresh_run_dir, prepare_out_dir
 from pixelis.core.tracing import configure_tracing, setup_logging
 
 __all__ = [
     "ConfigOpt",
     "DeterministicOpt",
     "LogFormat",
+    "OverwriteOpt",
     "LogFormatOpt",
     "LogLevelOpt",
     "OutOpt",
     "RunContext",
     "SeedOpt",
     "SetOpt",
+    "command_group",
     "fail",
     "start_run",
 ]
@@ -66,7 +71,10 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", metavar="KEY=VALUE", help="Override a config value, e.g. sft.max_steps=10 (repeatable)."),
 ]
-OutOpt = Annotated[Path, typer.Option("--out", help="Run directory: config.yaml, run.json, logs, outputs.")]
+OutOpt = Annotated[Path | None, typer.Option(
+    "--out", help="Run directory: config.yaml, run.json, logs, outputs (default: a new runs/<command>-<time>).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Clear a non-empty --out first (it is refused "
+                                                                 "otherwise).")]
 LogLevelOpt = Annotated[
     str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ... (default: logging.level).")
 ]
@@ -91,21 +99,40 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+class _ErrorsAsOneLine(TyperGroup):
+    """The one place a :class:`PixelisError` (an ordinary mistake) becomes a red line and exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PixelisError as exc:
+            raise fail(str(exc)) from None
+
+
+def command_group(help: str) -> typer.Typer:
+    """A ``typer.Typer`` command group whose commands report a :class:`PixelisError` as ``error: ...``, exit 2."""
+    return typer.Typer(help=help, no_args_is_help=True, cls=_ErrorsAsOneLine, pretty_exceptions_show_locals=False)
+
+
 def start_run(
     command: str,
-    out: Path,
+    out: Path | None,
     config: Path | None,
     overrides: list[str],
     seed: int | None,
     deterministic: bool | None,
     log_level: str | None,
     log_format: str | None,
+    overwrite: bool = False,
+    resume: Path | None = None,
 ) -> RunContext:
     """Load the config (CLI flags win over ``--set``, which wins over the file), then set up the run in ``out``.
 
-    Seeds everything, enables deterministic mode when asked, configures logging (console + ``out/<logging.file>``)
-    and tracing, writes ``out/config.yaml`` and ``out/run.json``, and logs the manifest and system info.
-    A bad config prints one red line and exits with code 2.
+    ``out=None`` picks a new ``runs/<command>-<time>`` directory. A non-empty ``out`` is refused unless
+    ``overwrite`` (cleared first) or ``resume`` (the checkpoint the run continues from; its history is kept in
+    ``run.json``). Seeds everything, enables deterministic mode when asked, configures logging (console +
+    ``out/<logging.file>``) and tracing, writes ``out/config.yaml`` and ``out/run.json``, and logs the manifest
+    and system info. A bad config prints one red line and exits with code 2.
     """
     flags = {  # config key -> (flag, value given on the command line)
         "reproducibility.seed": ("--seed", seed),
@@ -123,8 +150,8 @@ def start_run(
             raise fail(f"{flag} {value!r}: {exc.problem}") from None
         raise fail(str(exc)) from None
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out if out is not None else fresh_run_dir(command), overwrite=overwrite,
+                          resume=resume is not None)
     repro = cfg.reproducibility
     set_global_seed(repro.seed)
     if repro.deterministic:
@@ -148,7 +175,8 @@ def start_run(
         service_name=cfg.tracing.service_name,
     )
     dump_config(cfg, out / "config.yaml")
-    manifest = write_run_manifest(out, repro.seed, repro.deterministic, cfg, sys.argv, extra={"command": command})
+    manifest = write_run_manifest(out, repro.seed, repro.deterministic, cfg, sys.argv, extra={"command": command},
+                                  resumed_from=resume)
 
     logger = logging.getLogger(f"pixelis.{command}")
     summary: dict[str, Any] = {k: v for k, v in manifest.items() if k not in ("system_info", "artifacts", "extra")}

@@ -21,11 +21,12 @@ from pixelis.cli.common import (
     SetOpt,
     fail,
     start_run,
+    command_group,
 )
 from pixelis.core.repro import record_artifact
 from pixelis.core.trajectory import Trajectory
 
-app = typer.Typer(help="Synthetic task suite with golden tool-use trajectories.", no_args_is_help=True)
+app = command_group("Synthetic task suite with golden tool-use trajectories.")
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pixelis.cli.common import fail
+from pixelis.cli.common import command_group, fail
 
-app = typer.Typer(help="Model checkpoints: build the tiny offline model, inspect a checkpoint.", no_args_is_help=True)
+app = command_group("Model checkpoints: build the tiny offline model, inspect a checkpoint.")
 
 # The sizes of pixelis.model.tiny.SIZES, listed here because importing that module loads transformers (seconds).
 Size = StrEnum("Size", {name: name for name in ("xs", "s", "m")})

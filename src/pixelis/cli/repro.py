@@ -27,6 +27,7 @@ from pixelis.cli.common import (
     SetOpt,
     fail,
     start_run,
+    command_group,
 )
 from pixelis.core.repro import (
     MANIFEST_NAME,
@@ -37,7 +38,7 @@ from pixelis.core.repro import (
     record_artifact,
 )
 
-app = typer.Typer(help="Reproducibility: system info and the determinism gate.", no_args_is_help=True)
+app = command_group("Reproducibility: system info and the determinism gate.")
 
 
 @app.command()

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pixelis.cli.common import fail
+from pixelis.cli.common import command_group, fail
 from pixelis.core.trajectory import ToolCall
 from pixelis.tools.registry import ToolRegistry
 
-app = typer.Typer(help="List the pixel tools and run one on an image or a video.", no_args_is_help=True)
+app = command_group("List the pixel tools and run one on an image or a video.")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pixelis.core.curriculum import CurriculumConfig
+from pixelis.core.errors import PixelisError
 
 __all__ = [
     "AgentConfig",
@@ -26,10 +27,8 @@ __all__ = [
     "LoggingConfig",
     "LoraConfig",
     "ModelConfig",
-    "OnlineConfig",
     "PixelisConfig",
     "ReproducibilityConfig",
-    "RftConfig",
     "SftConfig",
     "ToolsConfig",
     "TracingConfig",
@@ -39,7 +38,7 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(PixelisError):
     """A bad config file or override; the message says what is wrong and where.
 
     ``file``, ``line`` (1-based), ``key`` (dotted path) and ``problem`` (what was wrong, without the
@@ -63,7 +62,7 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ReproducibilityConfig(_Section):
@@ -139,6 +138,8 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction held out for test.")
     workers: int = Field(0, ge=0, description="Processes generating the synthetic suite; 0 = one per CPU core. "
                          "The files are the same for any count.")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="Largest image (width x height) a data set may hold; "
+                                  "checked from the file header before decoding.")
 
 
 class ToolsConfig(_Section):
@@ -189,26 +190,6 @@ class SftConfig(_Section):
     )
 
 
-class RftConfig(_Section):
-    learning_rate: float = Field(1e-5, gt=0.0, description="Learning rate.")
-    beta: float = Field(0.04, ge=0.0, description="KL coefficient to the SFT reference policy.")
-    num_generations: int = Field(4, ge=2, description="Rollouts per prompt (GRPO group size).")
-    max_steps: int = Field(50, ge=1, description="Optimizer steps.")
-    w_task: float = Field(1.0, description="Weight of the task-correctness reward.")
-    w_curiosity: float = Field(0.1, description="Weight of the curiosity reward.")
-    w_coherence: float = Field(0.1, description="Weight of the coherence reward.")
-    w_efficiency: float = Field(0.05, description="Weight of the efficiency prior.")
-
-
-class OnlineConfig(_Section):
-    buffer_dir: str | None = Field(None, description="Experience buffer directory; None uses <out>/buffer.")
-    k_neighbors: int = Field(4, ge=0, description="Neighbours retrieved from the buffer per query.")
-    n_samples: int = Field(4, ge=1, description="Trajectories sampled per query for voting.")
-    confidence_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Vote share needed to update.")
-    kl_corridor: float = Field(0.05, ge=0.0, description="Largest KL to the EMA policy an update may cause.")
-    ema_decay: float = Field(0.99, ge=0.0, le=1.0, description="Decay of the EMA (anchor) policy.")
-
-
 class EvalConfig(_Section):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items; None for all.")
     iou_threshold: float = Field(0.5, ge=0.0, le=1.0, description="IoU counted as a correct box.")
@@ -228,8 +209,6 @@ class PixelisConfig(_Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Limits and backends of the pixel tools.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Multi-turn agent loop limits.")
     sft: SftConfig = Field(default_factory=SftConfig, description="Supervised fine-tuning.")
-    rft: RftConfig = Field(default_factory=RftConfig, description="Curiosity-coherence reward fine-tuning.")
-    online: OnlineConfig = Field(default_factory=OnlineConfig, description="Online test-time RL.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Curriculum manager (simple -> medium -> hard)."
