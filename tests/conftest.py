@@ -46,3 +46,12 @@ def tiny_model_dir(tmp_path_factory, train_suite_dir):
 
     corpus = corpus_texts(read_jsonl(train_suite_dir / "train.jsonl"))
     return build_tiny_model(tmp_path_factory.mktemp("shared_tiny"), seed=0, size="xs", corpus=corpus)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """In-process CLI runs install log handlers (on the root logger); never let them leak into the next test."""
+    yield
+    from pixelis.core.tracing import reset_logging
+
+    reset_logging()

@@ -2,7 +2,8 @@
 
 Every stage is the same code path as its own command (`pixelis data synth`, `pixelis model tiny`,
 `pixelis eval`, `pixelis train --mode sft`); outputs land in sub-directories of the run directory and one
-`report.md` compares the policy before and after SFT.
+`report.md` compares the policy before and after SFT. Unset `data.path` / `model.path` (the demo config's
+choice) generate the suite into `RUN/data` and build the tiny model into `RUN/model`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from typing import Any
 
 from pixelis.core.config import PixelisConfig
 from pixelis.core.repro import record_artifact
-from pixelis.data.io import corpus_texts, load_split
-from pixelis.data.synth.suite import generate_suite
 from pixelis.eval.report import render_report
 from pixelis.eval.runner import run_evaluation
-from pixelis.model.tiny import build_tiny_model
+from pixelis.run_inputs import resolve_inputs
 from pixelis.train.sft import train_sft
 
 log = logging.getLogger("pixelis.demo")
@@ -34,22 +33,17 @@ def _curriculum_section(sft_dir: Path) -> list[str]:
 
 def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True) -> dict[str, Any]:
     """Run the whole main job into `out`; returns the before/after metrics and the report path."""
-    seed = cfg.reproducibility.seed
-    data_dir, model_dir, sft_dir = out / "data", out / "model", out / "sft"
-    d = cfg.data
-    log.info("1/6 generating the synthetic suite (%d samples) into %s", d.n, data_dir)
-    generate_suite(data_dir, d.n, seed, d.families, d.difficulties, d.trap_rate, d.val_fraction, d.test_fraction,
-                   progress=show_progress, overwrite=True, workers=d.workers)
-    log.info("2/6 building the tiny %s model into %s", cfg.model.size, model_dir)
-    build_tiny_model(model_dir, seed=seed, size=cfg.model.size, corpus=corpus_texts(load_split(data_dir, "train")))
+    d, m = cfg.data, cfg.model
+    log.info("1-2/6 the synthetic suite (%s) and the tiny %s model (%s) in %s",
+             d.path or f"{d.n} samples generated", m.size, m.path or "built from the suite's texts", out)
+    sft_cfg = resolve_inputs(cfg, out, show_progress=show_progress)
+    data_dir, model_dir, sft_dir = Path(sft_cfg.data.path), Path(sft_cfg.model.path), out / "sft"
     log.info("3/6 oracle check: replaying the golden trajectories")
     golden = run_evaluation(cfg, data_dir, out / "eval-golden", policy="golden", show_progress=show_progress)
     log.info("4/6 evaluating the untrained model")
     before = run_evaluation(cfg, data_dir, out / "eval-before", policy="model", model_dir=model_dir,
                             show_progress=show_progress)
     log.info("5/6 SFT with the curriculum")
-    sft_cfg = cfg.model_copy(deep=True)
-    sft_cfg.data.path, sft_cfg.model.path = str(data_dir), str(model_dir)
     result = train_sft(sft_cfg, sft_dir, show_progress=show_progress)
     record_artifact(out, "sft_final_weights", result.weights_sha256)
     log.info("6/6 evaluating the SFT model")

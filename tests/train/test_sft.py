@@ -10,24 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pixelis.core.config import load_config
+from pixelis.core.config import ConfigError, load_config
 from pixelis.core.repro import enable_deterministic_mode, set_global_seed
 from pixelis.core.trajectory import Trajectory, read_jsonl
-from pixelis.train.sft import SFTDataError, _interleave_families, train_sft
+from pixelis.core.errors import DataError
+from pixelis.train.sft import _interleave_families, train_sft
+from sft_args import BIN, sft_overrides, train_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def _overrides(suite, model, steps=8, **extra):
-    values = {
-        "data.path": str(suite), "model.path": str(model), "model.device": "cpu", "sft.max_steps": steps,
-        "sft.batch_size": 2, "sft.learning_rate": 3e-3, "sft.save_interval": 4, "sft.eval_rollouts": 2,
-        "sft.eval_loss_samples": 3, "sft.report_to": "[]", "agent.max_new_tokens": 16, "agent.max_turns": 2,
-        "agent.tool_prompt": "compact", "curriculum.evaluation_interval": 4, "reproducibility.torch_threads": 2,
-        **extra,
-    }
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 @pytest.fixture
@@ -39,7 +29,7 @@ def deterministic():
 
 
 def test_short_run_lowers_loss_and_writes_everything(tmp_path, train_suite_dir, tiny_model_dir, deterministic):
-    cfg = load_config(None, _overrides(train_suite_dir, tiny_model_dir, steps=12,
+    cfg = load_config(None, sft_overrides(train_suite_dir, tiny_model_dir, steps=12,
                                        **{"sft.aux_head": "true", "sft.report_to": "[tensorboard]"}))
     result = train_sft(cfg, tmp_path / "run", show_progress=False)
     history = [json.loads(line) for line in (tmp_path / "run" / "train_history.jsonl").read_text().splitlines()]
@@ -60,7 +50,7 @@ def test_short_run_lowers_loss_and_writes_everything(tmp_path, train_suite_dir, 
 
 
 def test_resume_is_bitwise_exact(tmp_path, train_suite_dir, tiny_model_dir, deterministic):
-    cfg = load_config(None, _overrides(train_suite_dir, tiny_model_dir, steps=8))
+    cfg = load_config(None, sft_overrides(train_suite_dir, tiny_model_dir, steps=8))
     full = train_sft(cfg, tmp_path / "full", show_progress=False)
     set_global_seed(123)  # the resumed run must get everything from the checkpoint, not from this process
     resumed = train_sft(cfg, tmp_path / "resumed", resume=tmp_path / "full" / "checkpoint-4", show_progress=False)
@@ -74,23 +64,16 @@ def test_resume_is_bitwise_exact(tmp_path, train_suite_dir, tiny_model_dir, dete
 
 
 def test_bad_setup_fails_clearly(tmp_path, train_suite_dir, tiny_model_dir):
-    with pytest.raises(SFTDataError, match="data.path is not set"):
-        train_sft(load_config(None, [f"model.path={tiny_model_dir}"]), tmp_path / "a")
-    with pytest.raises(SFTDataError, match="missing train.jsonl"):
-        train_sft(load_config(None, _overrides(tmp_path, tiny_model_dir)), tmp_path / "b")
-    with pytest.raises(SFTDataError, match="sft.report_to: unknown tracker 'neptune'"):
-        train_sft(load_config(None, _overrides(train_suite_dir, tiny_model_dir, **{"sft.report_to": "[neptune]"})),
+    with pytest.raises(DataError, match="missing train.jsonl"):
+        train_sft(load_config(None, sft_overrides(tmp_path, tiny_model_dir)), tmp_path / "b")
+    with pytest.raises(ConfigError, match="sft.report_to: unknown tracker 'neptune'"):
+        train_sft(load_config(None, sft_overrides(train_suite_dir, tiny_model_dir, **{"sft.report_to": "[neptune]"})),
                   tmp_path / "c")
-
-
-def _train_cmd(suite, model, *extra):
-    sets = [a for o in _overrides(suite, model, steps=4) for a in ("--set", o)]
-    return ["train", "--mode", "sft", "--no-progress", "--seed", "3", "--deterministic", *sets, *extra]
 
 
 def test_determinism_gate_passes_on_sft(tmp_path, train_suite_dir, tiny_model_dir):
     cmd = [str(BIN / "pixelis"), "repro", "verify", "--workdir", str(tmp_path), "--",
-           str(BIN / "pixelis"), *_train_cmd(train_suite_dir, tiny_model_dir)]
+           str(BIN / "pixelis"), *train_cmd(train_suite_dir, tiny_model_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hashes = [json.loads((tmp_path / f"run-{i}" / "run.json").read_text())["artifacts"]["final_weights"]
@@ -101,7 +84,7 @@ def test_determinism_gate_passes_on_sft(tmp_path, train_suite_dir, tiny_model_di
 def test_two_accelerate_processes_agree(tmp_path, train_suite_dir, tiny_model_dir):
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "pixelis.cli",
-           *_train_cmd(train_suite_dir, tiny_model_dir, "--out", str(tmp_path / "ddp"))]
+           *train_cmd(train_suite_dir, tiny_model_dir, "--out", str(tmp_path / "ddp"))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

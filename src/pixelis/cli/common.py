@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -150,8 +151,12 @@ def start_run(
             raise fail(f"{flag} {value!r}: {exc.problem}") from None
         raise fail(str(exc)) from None
 
-    out = prepare_out_dir(out if out is not None else fresh_run_dir(command), overwrite=overwrite,
-                          resume=resume is not None)
+    out = Path(out) if out is not None else fresh_run_dir(command)
+    # Under `accelerate launch` only rank 0 checks, clears and writes the run directory; other ranks log to the
+    # console only, so nothing of theirs can make rank 0 see a non-empty directory.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        prepare_out_dir(out, overwrite=overwrite, resume=resume is not None)
     repro = cfg.reproducibility
     set_global_seed(repro.seed)
     if repro.deterministic:
@@ -162,7 +167,7 @@ def start_run(
     fmt = cfg.logging.format
     setup_logging(
         level=cfg.logging.level,
-        log_file=out / cfg.logging.file,
+        log_file=out / cfg.logging.file if main_process else None,
         use_tracing=True,
         use_colors=fmt == "color",
         fmt=fmt,
@@ -174,9 +179,10 @@ def start_run(
         run_dir=out,
         service_name=cfg.tracing.service_name,
     )
-    dump_config(cfg, out / "config.yaml")
+    if main_process:
+        dump_config(cfg, out / "config.yaml")
     manifest = write_run_manifest(out, repro.seed, repro.deterministic, cfg, sys.argv, extra={"command": command},
-                                  resumed_from=resume)
+                                  resumed_from=resume, write=main_process)
 
     logger = logging.getLogger(f"pixelis.{command}")
     summary: dict[str, Any] = {k: v for k, v in manifest.items() if k not in ("system_info", "artifacts", "extra")}

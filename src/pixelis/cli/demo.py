@@ -7,15 +7,16 @@ from typing import Annotated
 
 import typer
 
-from pixelis.cli.common import (ConfigOpt, DeterministicOpt, LogFormatOpt, LogLevelOpt, OutOpt, SeedOpt, SetOpt,
-                                start_run)
+from pixelis.cli.common import (ConfigOpt, DeterministicOpt, LogFormatOpt, LogLevelOpt, OutOpt, OverwriteOpt, SeedOpt,
+                                SetOpt, start_run)
 
 DEMO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 
 
 def demo(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    out: OutOpt = Path("runs/demo"),
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     seed: SeedOpt = None,
@@ -25,11 +26,13 @@ def demo(
 ) -> None:
     """Generate a suite, build the tiny model, evaluate it, train it with SFT, evaluate again, write a report.
 
-    Uses configs/demo.yaml unless --config is given. Takes a few minutes on 2 CPU cores.
+    Uses configs/demo.yaml unless --config is given. With it the main job takes about 27 minutes on 2 CPU cores
+    (suite ~4, SFT ~19, evaluations ~4); `--set data.n=240 --set sft.max_steps=300` takes about 10.
     """
     if config is None and DEMO_CONFIG.is_file():
         config = DEMO_CONFIG
-    run = start_run("demo", out, config, overrides or [], seed, deterministic, log_level, log_format)
+    run = start_run("demo", out, config, overrides or [], seed, deterministic, log_level, log_format,
+                    overwrite=overwrite)
     from pixelis.demo import run_demo  # heavy imports only when running
 
     result = run_demo(run.cfg, run.out_dir, show_progress=progress)

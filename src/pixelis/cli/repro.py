@@ -100,7 +100,7 @@ def verify(
     artifacts: list[dict[str, str]] = []
     for i in range(runs):
         run_dir = workdir / f"run-{i}"
-        (run_dir / MANIFEST_NAME).unlink(missing_ok=True)  # never compare a stale manifest
+        shutil.rmtree(run_dir, ignore_errors=True)  # verify's own scratch run: never compare a stale one
         log_path = workdir / f"run-{i}.log"
         with log_path.open("w", encoding="utf-8") as log:
             argv = [executable, *command[1:], "--out", str(run_dir)]
@@ -148,9 +148,9 @@ def _resolve(program: str) -> str | None:
     return shutil.which(program)
 
 
-@app.command("selftest-job", hidden=True)
+@app.command("selftest-job")
 def selftest_job(
-    out: OutOpt,
+    out: OutOpt = None,
     seed: SeedOpt = None,
     deterministic: DeterministicOpt = None,
     config: ConfigOpt = None,

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from pixelis.cli.common import (ConfigOpt, DeterministicOpt, LogFormatOpt, LogLevelOpt, OutOpt, SeedOpt, SetOpt, fail,
-                                start_run)
+from pixelis.cli.common import (ConfigOpt, DeterministicOpt, LogFormatOpt, LogLevelOpt, OutOpt, OverwriteOpt, SeedOpt,
+                                SetOpt, fail, start_run)
 
 
 class Mode(StrEnum):
@@ -21,9 +21,15 @@ class Mode(StrEnum):
 
 def train(
     mode: Annotated[Mode, typer.Option("--mode", help="Training phase: sft (phase 1) or rft (phase 2).")] = Mode.sft,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue from RUN/checkpoint-K.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue from RUN/checkpoint-K (or RUN: its latest checkpoint); --out defaults to RUN.")
+    ] = None,
+    allow_config_change: Annotated[bool, typer.Option(
+        "--allow-config-change", help="Resume even though config keys that break resume-exactness changed.")
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-    out: OutOpt = Path("runs/sft"),
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     seed: SeedOpt = None,
@@ -33,17 +39,25 @@ def train(
 ) -> None:
     """Train a policy. SFT: masked imitation loss on golden trajectories under the curriculum.
 
+    Unset data.path / model.path generate the synthetic suite and build the tiny model inside the run directory.
     Example: pixelis train --mode sft --config configs/sft_tiny.yaml --out runs/sft --seed 42 --deterministic
     """
     if mode is Mode.rft:
         raise fail("--mode rft (curiosity-coherence RL) is not implemented yet; it is phase 2 of the roadmap")
-    run = start_run(f"train-{mode}", out, config, overrides or [], seed, deterministic, log_level, log_format)
-    from pixelis.train.sft import SFTDataError, train_sft  # heavy imports only when training
-    from pixelis.train.checkpoint import CheckpointError
+    from pixelis.train.checkpoint import latest_checkpoint
 
-    try:
-        result = train_sft(run.cfg, run.out_dir, resume=resume, show_progress=progress)
-    except (SFTDataError, CheckpointError) as exc:
-        raise fail(str(exc)) from None
+    if resume is not None:
+        if resume.is_dir() and not (resume / "state.json").is_file():  # a run directory: its latest checkpoint
+            latest = latest_checkpoint(resume)
+            if latest is None:
+                raise fail(f"--resume {resume}: no checkpoint-K directory in it to resume from")
+            resume = latest
+        out = out if out is not None else resume.parent
+    run = start_run(f"train-{mode}", out, config, overrides or [], seed, deterministic, log_level, log_format,
+                    overwrite=overwrite, resume=resume)
+    from pixelis.train.sft import train_sft  # heavy imports only when training
+
+    result = train_sft(run.cfg, run.out_dir, resume=resume, show_progress=progress,
+                       allow_config_change=allow_config_change)
     typer.echo(f"final model: {result.final_model_dir}  (steps {result.steps}, loss {result.last_loss:.4f}, "
                f"weights sha256 {result.weights_sha256[:16]})")

@@ -400,21 +400,40 @@ def write_run_manifest(
     config: PixelisConfig,
     argv: list[str],
     extra: dict[str, Any] | None = None,
+    resumed_from: str | Path | None = None,
+    write: bool = True,
 ) -> dict[str, Any]:
-    """Write ``out_dir/run.json`` (replacing an older one, artifacts reset) and return its contents."""
+    """Write ``out_dir/run.json`` (``write=False``: only build it, as non-main ranks do) and return its contents.
+
+    A new run gets a fresh manifest. With ``resumed_from`` (the checkpoint a run continues from) an existing
+    manifest keeps its history: the original start, command and artifacts stay, and an entry is appended to
+    ``resumes`` (when, from where, the command, config hash and system info, and the artifact hashes so far).
+    """
+    path = Path(out_dir) / MANIFEST_NAME
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if write and resumed_from is not None and path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.setdefault("resumes", []).append({
+            "started_at": now, "checkpoint": str(resumed_from), "command_line": shlex.join(argv),
+            "config_hash": config_hash(config), "system_info": get_system_info(),
+            "artifacts_before": dict(data.get("artifacts", {})),
+        })
+        _write_json(path, data)
+        return data
     manifest = RunManifest(
         command=list(argv),
         command_line=shlex.join(argv),
-        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        started_at=now,
         seed=seed,
         deterministic=deterministic,
         config_hash=config_hash(config),
         pixelis_version=pixelis.__version__,
         system_info=get_system_info(),
-        extra=dict(extra or {}),
+        extra={**(extra or {}), **({"resumed_from": str(resumed_from)} if resumed_from is not None else {})},
     )
     data = dataclasses.asdict(manifest)
-    _write_json(Path(out_dir) / MANIFEST_NAME, data)
+    if write:
+        _write_json(path, data)
     return data
 
 

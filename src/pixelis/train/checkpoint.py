@@ -1,15 +1,24 @@
-"""Training checkpoints: trainable weights (safetensors), optimizer, scheduler, RNG, sampler and curriculum state.
+"""Training checkpoints: written atomically, verified on load, one file set per rank for what differs by rank.
 
 Layout of `RUN/checkpoint-K/`:
   trainable.safetensors   every trainable parameter (all weights for full fine-tuning, adapters for LoRA)
   aux_head.safetensors    the auxiliary argument head, when enabled
-  optimizer.pt scheduler.pt rng.pt   torch-serialised states
-  state.json              step, sampler and curriculum state, weights hash, config hash
+  optimizer.pt            the optimizer state (torch-serialised, read back with `weights_only=True`)
+  rank-R.json, rng-R.pt   per rank R: its sampler state and its python/numpy/torch RNG state
+  state.json              step, world size, curriculum state, history, weights sha256, config hash + config
+
+A checkpoint is written into a hidden staging directory `.checkpoint-K.partial`, fsynced, then renamed, so a
+kill during a save leaves the previous checkpoints intact and nothing half-written under a `checkpoint-*` name.
+Loading checks every file, the weights against the recorded sha256, and the world size; a bad file is one
+`CheckpointError` naming it. The learning rate is a pure function of the step, so there is no scheduler state.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +26,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pixelis.core.errors import CheckpointError, reading
 from pixelis.core.repro import capture_rng_state, hash_tensors, restore_rng_state
 
+__all__ = ["RESUME_SAFE_KEYS", "commit_dir", "config_changes", "latest_checkpoint", "load_checkpoint",
+           "read_state", "staging_dir", "trainable_state", "weights_hash", "write_rank_state", "write_shared_state"]
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or does not fit the model being trained."""
+# Config keys (dotted prefixes) a resume may change without breaking bitwise resume-exactness.
+RESUME_SAFE_KEYS = ("logging", "tracing", "sft.save_interval", "sft.report_to", "data.workers")
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -34,45 +47,151 @@ def weights_hash(model: nn.Module) -> str:
     return hash_tensors(trainable_state(model))
 
 
-def save_checkpoint(path: Path, *, model: nn.Module, head: nn.Module | None, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict[str, Any]) -> dict[str, Any]:
-    """Write a checkpoint directory; returns the state written to `state.json` (with the weights hash)."""
-    path.mkdir(parents=True, exist_ok=True)
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def staging_dir(path: Path) -> Path:
+    """The hidden directory a checkpoint is written into before it is renamed to `path`; created empty."""
+    staging = path.with_name(f".{path.name}.partial")
+    if staging.exists():  # left by a save that was killed
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def write_rank_state(staging: Path, rank: int, sampler_state: dict[str, Any]) -> None:
+    """What differs between ranks: this rank's sampler position and RNG states (every rank calls this)."""
+    (staging / f"rank-{rank}.json").write_text(json.dumps(sampler_state) + "\n")
+    torch.save(capture_rng_state(), staging / f"rng-{rank}.pt")
+
+
+def write_shared_state(staging: Path, *, model: nn.Module, head: nn.Module | None, optimizer: torch.optim.Optimizer,
+                       state: dict[str, Any]) -> dict[str, Any]:
+    """What all ranks share (the main process calls this); returns `state.json` as written (with the hash)."""
     tensors = trainable_state(model)
-    save_file(tensors, str(path / "trainable.safetensors"))
+    save_file(tensors, str(staging / "trainable.safetensors"))
     if head is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(path / "aux_head.safetensors"))
-    torch.save(optimizer.state_dict(), path / "optimizer.pt")
-    torch.save(scheduler.state_dict(), path / "scheduler.pt")
-    torch.save(capture_rng_state(), path / "rng.pt")
+                  str(staging / "aux_head.safetensors"))
+    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     full = {**state, "weights_sha256": hash_tensors(tensors)}
-    (path / "state.json").write_text(json.dumps(full, indent=2) + "\n")
+    (staging / "state.json").write_text(json.dumps(full, indent=2) + "\n")
     return full
 
 
-def load_checkpoint(path: Path, *, model: nn.Module, head: nn.Module | None, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote, in place; returns `state.json`. RNG state is restored last."""
-    required = ["trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json"]
-    if head is not None:
-        required.append("aux_head.safetensors")
+def commit_dir(staging: Path, path: Path) -> Path:
+    """fsync every file of `staging` and the directory, then rename it to `path` (replacing an older one)."""
+    for file in staging.rglob("*"):
+        if file.is_file():
+            _fsync(file)
+    _fsync(staging)
+    if path.exists():  # a resumed run saving a step it had saved before: swap, never mix the two
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(staging, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, path)
+    _fsync(path.parent)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step in `run_dir` (staging directories never count)."""
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _CHECKPOINT_NAME.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """`state.json` of the checkpoint at `path` (a `checkpoint-K` directory), checked to be readable."""
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path}")
+    file = path / "state.json"
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing state.json")
+    with reading(file, CheckpointError, "the checkpoint state"):
+        state = json.loads(file.read_text(encoding="utf-8"))
+        missing = [k for k in ("step", "world_size", "weights_sha256", "config", "curriculum", "history")
+                   if k not in state]
+        if missing:
+            raise CheckpointError(f"{file}: not a Pixelis checkpoint state (missing {', '.join(missing)})")
+    return state
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, except `RESUME_SAFE_KEYS`, as `key: a -> b`."""
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    changed = []
+    for key in sorted(set(flat_saved) | set(flat_current)):
+        if any(key == safe or key.startswith(f"{safe}.") for safe in RESUME_SAFE_KEYS):
+            continue
+        before, after = flat_saved.get(key, "<unset>"), flat_current.get(key, "<unset>")
+        if before != after:
+            changed.append(f"{key}: {before!r} -> {after!r}")
+    return changed
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_checkpoint(path: Path, *, model: nn.Module, head: nn.Module | None, optimizer: torch.optim.Optimizer,
+                    rank: int, world_size: int) -> dict[str, Any]:
+    """Restore everything the save wrote, in place, after checking it; returns `state.json` with this rank's
+    sampler state under `"sampler"`. RNG state is restored last."""
+    state = read_state(path)
+    if state["world_size"] != world_size:
+        raise CheckpointError(f"checkpoint {path} was written by {state['world_size']} process(es); resume it with "
+                              f"the same number (this run has {world_size})")
+    required = ["trainable.safetensors", "optimizer.pt", f"rank-{rank}.json", f"rng-{rank}.pt"]
+    if head is not None:
+        required.append("aux_head.safetensors")
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
-    tensors = load_file(str(path / "trainable.safetensors"))
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
-    if set(tensors) != expected:
-        diff = sorted(set(tensors) ^ expected)[:5]
-        raise CheckpointError(f"checkpoint {path} does not match the model's trainable parameters (e.g. {diff}); "
-                              "was it written with another model or LoRA setting?")
+    file = path / "trainable.safetensors"
+    with reading(file, CheckpointError, "the weights"):
+        tensors = load_file(str(file))
+    if hash_tensors(tensors) != state["weights_sha256"]:
+        raise CheckpointError(f"{file}: the weights do not match the sha256 recorded in state.json "
+                              f"({state['weights_sha256'][:16]}...): the file was changed or is corrupt")
+    expected = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    wrong = sorted(set(tensors) ^ set(expected)) + sorted(n for n in set(tensors) & set(expected)
+                                                          if tuple(tensors[n].shape) != expected[n])
+    if wrong:
+        raise CheckpointError(f"checkpoint {path} does not match the model's trainable parameters (e.g. "
+                              f"{wrong[:5]}); was it written with another model or LoRA setting?")
     model.load_state_dict(tensors, strict=False)
     if head is not None:
-        head.load_state_dict(load_file(str(path / "aux_head.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
-    restore_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return state
+        file = path / "aux_head.safetensors"
+        with reading(file, CheckpointError, "the aux head weights"):
+            head.load_state_dict(load_file(str(file)))
+    file = path / "optimizer.pt"
+    with reading(file, CheckpointError, "the optimizer state"):
+        optimizer.load_state_dict(torch.load(file, weights_only=True))
+    file = path / f"rank-{rank}.json"
+    with reading(file, CheckpointError, "the sampler state"):
+        sampler = json.loads(file.read_text(encoding="utf-8"))
+    file = path / f"rng-{rank}.pt"
+    with reading(file, CheckpointError, "the RNG state"):
+        restore_rng_state(torch.load(file, weights_only=True))
+    return {**state, "sampler": sampler}

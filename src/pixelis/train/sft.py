@@ -1,8 +1,9 @@
 """Phase 1 recipe: SFT with the masked imitation loss, driven by the curriculum manager.
 
-setup (data, model, LoRA, optimizer, cosine schedule, curriculum, sampler) -> train (accelerate handles devices,
-DDP and gradient accumulation) -> evaluate every `sft.eval_interval` steps (held-out loss on the current stage's
-difficulties + real agent rollouts) -> checkpoint every `sft.save_interval` steps -> save the final model.
+setup (data, model, LoRA, optimizer, curriculum, sampler) -> train (accelerate handles devices, DDP and gradient
+accumulation; the LR is a pure function of the step) -> evaluate every `curriculum.evaluation_interval` steps
+(held-out loss on the current stage's difficulties + real agent rollouts) -> checkpoint every `sft.save_interval`
+steps -> save the final model.
 
 The loop is written out rather than built on `transformers.Trainer`: Trainer resumes by skipping batches of a
 fixed sampler, which cannot restore a curriculum-driven sampler mid-stream bitwise (resume-exact is required).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +24,13 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, is_mlflow_available, is_tensorboard_available, is_wandb_available
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import save_file
-from transformers import get_cosine_schedule_with_warmup
 
 from pixelis.agent import Agent, AgentLimits, SamplingParams
 from pixelis.agent.policies import ModelPolicy
 from pixelis.agent.prompt import ToolPrompt
-from pixelis.core.config import PixelisConfig
+from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
+from pixelis.core.errors import DataError, TrainingError
 from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, read_jsonl, write_jsonl
@@ -39,15 +41,13 @@ from pixelis.model.load import load_policy, resolve_device
 from pixelis.model.lora import lora_from_config
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
-from pixelis.train.checkpoint import load_checkpoint, save_checkpoint, weights_hash
+from pixelis.run_inputs import resolve_inputs
+from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, staging_dir,
+                                      weights_hash, write_rank_state, write_shared_state)
 from pixelis.train.loss import ArgumentHead, AuxBatch, aux_argument_loss, call_targets, masked_imitation_loss
 from pixelis.train.sampler import CurriculumSampler
 
 log = logging.getLogger("pixelis.sft")
-
-
-class SFTDataError(ValueError):
-    """The SFT data set is missing or unusable."""
 
 
 @dataclass
@@ -62,13 +62,13 @@ class SFTResult:
     stage: str
 
 
-def _load_split(suite: Path, split: str) -> list[Trajectory]:
+def _load_split(suite: Path, split: str, max_pixels: int) -> list[Trajectory]:
     path = suite / f"{split}.jsonl"
     if not path.is_file():
-        raise SFTDataError(f"data.path={suite}: missing {split}.jsonl (generate a suite with `pixelis data synth`)")
-    samples = read_jsonl(path)
+        raise DataError(f"data.path={suite}: missing {split}.jsonl (generate a suite with `pixelis data synth`)")
+    samples = read_jsonl(path, max_pixels)
     if not samples:
-        raise SFTDataError(f"{path} holds no trajectories")
+        raise DataError(f"{path} holds no trajectories")
     return samples
 
 
@@ -82,27 +82,75 @@ def _interleave_families(indices: list[int], samples: list[Trajectory]) -> list[
     return [col[k] for k in range(max(map(len, columns), default=0)) for col in columns if k < len(col)]
 
 
-class SFTRecipe:
-    """One SFT run: build with a config and an output directory, then call `run()`."""
+def lr_at(step: int, cfg: Any) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warmup, then cosine decay to 0.
 
-    def __init__(self, cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True):
-        self.cfg, self.out_dir, self.resume, self.show_progress = cfg, Path(out_dir), resume, show_progress
-        if cfg.data.path is None:
-            raise SFTDataError("data.path is not set: point it at a suite directory from `pixelis data synth`")
-        if cfg.model.path is None:
-            raise SFTDataError("model.path is not set: point it at a checkpoint, e.g. from `pixelis model tiny`")
+    A pure function of the global step (as in nanoGPT), so it needs no saved state and is the same for any
+    number of ranks: accelerate's prepared scheduler would step once per rank per step.
+    """
+    warmup = int(cfg.warmup_ratio * cfg.max_steps)
+    if step < warmup:
+        return cfg.learning_rate * step / max(1, warmup)
+    progress = (step - warmup) / max(1, cfg.max_steps - warmup)
+    return cfg.learning_rate * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _resume_config(cfg: PixelisConfig, resume: Path, allow_change: bool) -> PixelisConfig:
+    """`cfg` checked against the checkpoint's config; unset data/model paths are the resumed run's."""
+    saved = read_state(resume)["config"]
+    resolved = cfg.model_copy(deep=True)
+    if resolved.data.path is None:
+        resolved.data.path = saved["data"]["path"]
+    if resolved.model.path is None:
+        resolved.model.path = saved["model"]["path"]
+    changes = config_changes(saved, resolved.model_dump(mode="json"))
+    if changes and not allow_change:
+        raise ConfigError(f"--resume {resume}: the config differs from the checkpoint's in keys that break "
+                          f"resume-exactness: {'; '.join(changes)}. Restore them, or pass --allow-config-change "
+                          "to resume anyway", key=changes[0].split(":")[0])
+    if changes:
+        log.warning("resuming with config changes (--allow-config-change): %s", "; ".join(changes))
+    return resolved
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the records of `path` written after `step` (a resumed run writes them again)."""
+    if path.is_file():
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+class SFTRecipe:
+    """One SFT run: build with a config and an output directory, then call `run()`.
+
+    Unset `data.path` / `model.path` build the default suite and tiny model inside the run directory (see
+    `pixelis.run_inputs`); `resume` is a `checkpoint-K` directory whose config must match (`allow_config_change`).
+    """
+
+    def __init__(self, cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True,
+                 allow_config_change: bool = False):
+        self.out_dir, self.resume, self.show_progress = Path(out_dir), resume, show_progress
         trackers = _check_trackers(cfg.sft.report_to)
         self.accelerator = Accelerator(gradient_accumulation_steps=cfg.sft.grad_accum,
                                        log_with=trackers or None, project_dir=str(self.out_dir),
                                        cpu=resolve_device(cfg.model.device).type == "cpu")
+        if resume is not None:
+            cfg = _resume_config(cfg, resume, allow_config_change)
+        elif self.accelerator.is_main_process:
+            cfg = resolve_inputs(cfg, self.out_dir, show_progress=show_progress)
+        if resume is None and self.accelerator.num_processes > 1:  # the other ranks use what rank 0 built
+            self.accelerator.wait_for_everyone()
+            cfg = resolve_inputs(cfg, self.out_dir, show_progress=False)
+        self.cfg = cfg
         if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
             # Called as a library (not through `pixelis train`): still leave a manifest to record hashes in.
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
                                sys.argv, extra={"command": "train-sft (library call)"})
         suite = Path(cfg.data.path)
-        self.train_set = _load_split(suite, "train")
-        self.val_set = _load_split(suite, "val")
+        self.train_set = _load_split(suite, "train", cfg.data.max_image_pixels)
+        self.val_set = _load_split(suite, "val", cfg.data.max_image_pixels)
         self.model, self.processor = load_policy(cfg.model.path, dtype=cfg.model.dtype,
                                                  device=str(self.accelerator.device))
         if cfg.model.lora.enabled:
@@ -121,18 +169,15 @@ class SFTRecipe:
         # The fused kernel (CPU and CUDA) avoids the per-parameter Python loop that costs ~10% of a tiny-model step.
         self.optimizer = torch.optim.AdamW(params, lr=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay,
                                            fused=self.accelerator.device.type in ("cpu", "cuda"))
-        self.scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, int(cfg.sft.warmup_ratio * cfg.sft.max_steps), cfg.sft.max_steps)
         self.curriculum = CurriculumManager(cfg.curriculum, logger=log, log_path=self.out_dir / "curriculum.jsonl")
         rank = self.accelerator.process_index
         self.sampler = CurriculumSampler([t.metadata.get("difficulty", "simple") for t in self.train_set],
                                          self.curriculum.sample_difficulty,
                                          seed=derive_seed(cfg.reproducibility.seed, "sft-sampler", rank))
-        prepared = self.accelerator.prepare(self.model, self.optimizer, self.scheduler,
-                                            *([self.head] if self.head is not None else []))
-        self.model, self.optimizer, self.scheduler = prepared[:3]
+        prepared = self.accelerator.prepare(self.model, self.optimizer, *([self.head] if self.head is not None else []))
+        self.model, self.optimizer = prepared[:2]
         if self.head is not None:
-            self.head = prepared[3]
+            self.head = prepared[2]
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -158,6 +203,9 @@ class SFTRecipe:
     def train_step(self) -> dict[str, float]:
         """One optimizer step over `grad_accum` micro-batches drawn from the current curriculum mixture."""
         self.model.train()
+        lr = lr_at(self.step, self.cfg.sft)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         logged: dict[str, float] = {}
         for _ in range(self.cfg.sft.grad_accum):
             indices = self.sampler.next_batch(self.cfg.sft.batch_size)
@@ -165,14 +213,26 @@ class SFTRecipe:
                 losses = self._forward_loss(indices, self.rendered, self.aux_targets)
                 self.accelerator.backward(losses["loss"])
                 self.optimizer.step()
-                self.scheduler.step()
                 self.optimizer.zero_grad()
             for k, v in losses.items():
                 logged[k] = logged.get(k, 0.0) + v.item() / self.cfg.sft.grad_accum
+        self._stop_on_non_finite(logged["loss"])
         self.step += 1
         self.curriculum.on_train_step()
-        logged["lr"] = self.scheduler.get_last_lr()[0]
+        logged["lr"] = lr
         return logged
+
+    def _stop_on_non_finite(self, loss: float) -> None:
+        """Every rank stops, before anything is saved, when any rank's loss is NaN or infinite."""
+        losses = self.accelerator.gather(torch.tensor([loss], dtype=torch.float64, device=self.accelerator.device))
+        bad = [v for v in losses.tolist() if not math.isfinite(v)]
+        if bad:
+            done = sorted(p for p in self.out_dir.glob("checkpoint-*") if p.is_dir())
+            last = max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+            where = f"the last good checkpoint is {last} (--resume it with a lower sft.learning_rate)" if last \
+                else "no checkpoint was saved before it"
+            raise TrainingError(f"non-finite loss ({bad[0]}) at step {self.step + 1}: training stopped and no final "
+                                f"model was saved; {where}")
 
     # ------------------------------------------------------------------------------------------ eval
 
@@ -208,42 +268,58 @@ class SFTRecipe:
     # ------------------------------------------------------------------------------------------ save
 
     def _trainer_state(self) -> dict[str, Any]:
-        return {"step": self.step, "sampler": self.sampler.state_dict(), "curriculum": self.curriculum.state_dict(),
-                "history": self.history}
+        return {"step": self.step, "world_size": self.accelerator.num_processes,
+                "curriculum": self.curriculum.state_dict(), "history": self.history,
+                "config_hash": config_hash(self.cfg), "config": self.cfg.model_dump(mode="json")}
 
     def save(self) -> Path:
+        """Write `RUN/checkpoint-K` atomically: every rank adds its sampler and RNG state, rank 0 the rest."""
         path = self.out_dir / f"checkpoint-{self.step}"
-        if self.accelerator.is_main_process:
-            state = save_checkpoint(path, model=self.accelerator.unwrap_model(self.model),
-                                    head=None if self.head is None else self.accelerator.unwrap_model(self.head),
-                                    optimizer=self.optimizer, scheduler=self.scheduler, state=self._trainer_state())
+        main = self.accelerator.is_main_process
+        staging = staging_dir(path) if main else path.with_name(f".{path.name}.partial")
+        self.accelerator.wait_for_everyone()
+        write_rank_state(staging, self.accelerator.process_index, self.sampler.state_dict())
+        if main:
+            state = write_shared_state(staging, model=self.accelerator.unwrap_model(self.model),
+                                       head=None if self.head is None else self.accelerator.unwrap_model(self.head),
+                                       optimizer=self.optimizer, state=self._trainer_state())
+        self.accelerator.wait_for_everyone()
+        if main:
+            commit_dir(staging, path)
             record_artifact(self.out_dir, f"checkpoint-{self.step}", state["weights_sha256"])
             log.info("checkpoint %s (weights sha256 %s)", path, state["weights_sha256"][:16])
         self.accelerator.wait_for_everyone()
         return path
 
     def load(self, path: Path) -> None:
+        """Restore a checkpoint, each rank its own sampler and RNG; records after its step are dropped."""
         state = load_checkpoint(path, model=self.accelerator.unwrap_model(self.model),
                                 head=None if self.head is None else self.accelerator.unwrap_model(self.head),
-                                optimizer=self.optimizer, scheduler=self.scheduler)
+                                optimizer=self.optimizer, rank=self.accelerator.process_index,
+                                world_size=self.accelerator.num_processes)
         self.step = state["step"]
         self.sampler.load_state_dict(state["sampler"])
         self.curriculum.load_state_dict(state["curriculum"])
         self.history = state["history"]
+        if self.accelerator.is_main_process:
+            _truncate_jsonl(self.out_dir / "curriculum.jsonl", self.step)
         log.info("resumed from %s at step %d (stage %s)", path, self.step, self.curriculum.current_stage.name)
 
     def save_final(self) -> Path:
         """The trained policy as a loadable checkpoint (LoRA merged), plus the aux head when trained."""
         final = self.out_dir / "final"
         if self.accelerator.is_main_process:
+            staging = staging_dir(final)
             model = self.accelerator.unwrap_model(self.model)
             if self.cfg.model.lora.enabled:
                 model = model.merge_and_unload()
-            model.save_pretrained(final, safe_serialization=True)
-            self.processor.save_pretrained(final)
+            model.save_pretrained(staging, safe_serialization=True)
+            self.processor.save_pretrained(staging)
             if self.head is not None:
                 head = self.accelerator.unwrap_model(self.head)
-                save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(final / "aux_head.safetensors"))
+                save_file({k: v.contiguous() for k, v in head.state_dict().items()},
+                          str(staging / "aux_head.safetensors"))
+            commit_dir(staging, final)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -255,7 +331,9 @@ class SFTRecipe:
         if self.resume is not None:
             self.load(self.resume)
         if self.accelerator.is_main_process:
-            self.accelerator.init_trackers("sft", config=_flat_hparams(self.cfg))
+            # A resumed run purges the tensorboard events it logged after the checkpoint's step.
+            purge = {"tensorboard": {"purge_step": self.step + 1}} if self.resume is not None else {}
+            self.accelerator.init_trackers("sft", config=_flat_hparams(self.cfg), init_kwargs=purge)
         columns = (TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         last: dict[str, float] = {"loss": float("nan")}
@@ -313,10 +391,11 @@ def _check_trackers(report_to: list[str]) -> list[str]:
     trackers = [t for t in report_to if t != "none"]
     for name in trackers:
         if name not in TRACKER_PACKAGES:
-            raise SFTDataError(f"sft.report_to: unknown tracker {name!r}; choose from {sorted(TRACKER_PACKAGES)}")
+            raise ConfigError(f"sft.report_to: unknown tracker {name!r}; choose from {sorted(TRACKER_PACKAGES)}",
+                              key="sft.report_to")
         available, package = TRACKER_PACKAGES[name]
         if not available():
-            raise SFTDataError(f"sft.report_to: {name!r} needs the {package} package (pip install {package})")
+            raise ConfigError(f"sft.report_to: {name!r} needs the {package} package (pip install {package})")
     return trackers
 
 
@@ -326,8 +405,9 @@ def _flat_hparams(cfg: PixelisConfig) -> dict[str, Any]:
     return flat
 
 
-def train_sft(cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True) -> SFTResult:
+def train_sft(cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True,
+              allow_config_change: bool = False) -> SFTResult:
     """Run SFT as configured; see `SFTRecipe`."""
-    return SFTRecipe(cfg, out_dir, resume, show_progress).run()
+    return SFTRecipe(cfg, out_dir, resume, show_progress, allow_config_change).run()
 
 
