@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
 
+from pixelis.core.config import ConfigError, load_config
 from pixelis.core.curriculum import CurriculumConfig, CurriculumManager, CurriculumStage, ExitCriterion
 
 GOOD = 0.9  # well above the default exit thresholds (accuracy >= 0.6, tool_call_validity >= 0.8/0.85)
@@ -256,7 +257,7 @@ def test_config_from_yaml_dict_and_normalisation():
     [
         ({"stages": [{"name": "warm", "mixture": {"simple": 0, "hard": 0}}]}, "'warm': mixture weights are all zero"),
         ({"stages": [{"name": "warm", "mixture": {"easy": 1}}]}, "'warm': unknown difficulty pool(s) ['easy']"),
-        ({"stages": [{"name": "warm", "mixture": {"simple": -1, "hard": 2}}]}, "finite and >= 0"),
+        ({"stages": [{"name": "warm", "mixture": {"simple": -1, "hard": 2}}]}, "weights must be >= 0"),
         ({"stages": [{"name": "x"}, {"name": "y"}, {"name": "x"}]}, "duplicated: ['x']"),
         ({"stages": []}, "stages"),
         ({"smoothing_window_size": 0}, "smoothing_window_size"),
@@ -270,3 +271,55 @@ def test_config_validation_errors_are_clear(data, message):
     with pytest.raises(ValidationError) as err:
         CurriculumConfig.model_validate(data)
     assert message in str(err.value)
+
+
+def test_manager_takes_a_config_the_bare_section_or_a_whole_config():
+    cfg = CurriculumConfig(patience_cycles=4)
+    assert CurriculumManager(cfg).config is cfg
+    assert CurriculumManager({"patience_cycles": 4, "cooldown_cycles": 0}).config == CurriculumConfig(
+        patience_cycles=4, cooldown_cycles=0
+    )
+    whole = {"sft": {"max_steps": 10}, "curriculum": {"enabled": False, "stages": [{"name": "only"}]}}
+    manager = CurriculumManager(whole)
+    assert not manager.config.enabled and manager.current_stage.name == "only"
+    assert CurriculumManager({"curriculum": None}).config == CurriculumConfig()  # `curriculum:` left empty
+
+
+@pytest.mark.parametrize(
+    "data,key,message",
+    [
+        ({"patience_cycles": "x"}, "curriculum.patience_cycles", "expected an integer, got 'x'"),
+        ({"curriculum": {"patience": 2}}, "curriculum.patience",
+         "unknown key 'patience' (did you mean 'patience_cycles'?)"),
+        ({"curriculum": {"stages": [{"name": "a", "exit_criteria": [{"threshold": "high"}]}]}},
+         "curriculum.stages[0].exit_criteria[0].threshold", "expected a number, got 'high'"),
+        ({"curriculum": 3}, "curriculum", "expected a mapping of keys, got 3"),
+    ],
+)  # fmt: skip
+def test_manager_rejects_bad_mappings_with_a_located_config_error(data, key, message):
+    with pytest.raises(ConfigError) as err:
+        CurriculumManager(data)
+    assert str(err.value) == f"{key}: {message}"
+    assert err.value.key == key and err.value.problem == message
+
+
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({"rollback_threshold": float("inf")}, "curriculum.rollback_threshold"),
+        ({"stages": [{"name": "a", "exit_criteria": [{"threshold": float("nan")}]}]},
+         "curriculum.stages[0].exit_criteria[0].threshold"),
+        ({"stages": [{"name": "a", "mixture": {"simple": float("inf")}}]}, "curriculum.stages[0].mixture.simple"),
+    ],
+)  # fmt: skip
+def test_non_finite_floats_are_rejected(data, key):
+    with pytest.raises(ValidationError, match="finite number"):
+        CurriculumConfig.model_validate(data)
+    with pytest.raises(ConfigError, match="finite number") as err:
+        CurriculumManager(data)
+    assert err.value.key == key
+
+
+def test_non_finite_floats_are_rejected_from_the_run_config():
+    with pytest.raises(ConfigError, match="curriculum.rollback_threshold: input should be a finite number"):
+        load_config(None, ["curriculum.rollback_threshold=.inf"])

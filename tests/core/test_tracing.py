@@ -42,6 +42,7 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 @pytest.fixture(autouse=True)
 def _reset():
+    reset_logging()  # an in-process CLI test may have left its logging set up
     yield
     reset_logging()
     shutdown_tracing()
@@ -200,6 +201,8 @@ def test_json_log_lines_parse_and_carry_trace_fields(exporter, tmp_path):
 
 def test_recalling_setup_logging_switches_format_without_duplicating_handlers(tmp_path):
     log_file = tmp_path / "run.log"
+    root = logging.getLogger()
+    foreign = len(root.handlers)  # pytest's own capture handlers
     log = setup_logging(log_file=log_file, fmt="text")
     log.info("as text")
     setup_logging(log_file=log_file, fmt="json")
@@ -208,14 +211,68 @@ def test_recalling_setup_logging_switches_format_without_duplicating_handlers(tm
     setup_logging(log_file=log_file, fmt="text", level="WARNING")
     log.info("dropped by level")
     log.warning("text again")
-    assert len(logging.getLogger("pixelis").handlers) == 2  # console + file, never more
+    assert len(root.handlers) == foreign + 2  # console + file, never more
     lines = log_file.read_text().splitlines()
     assert len(lines) == 3
     assert lines[0].endswith("- INFO - [-|-] - as text")
     assert json.loads(lines[1])["message"] == "as json"
     assert lines[2].endswith("- WARNING - [-|-] - text again")
     reset_logging()
-    assert logging.getLogger("pixelis").handlers == []
+    assert len(root.handlers) == foreign
+
+
+def test_application_loggers_print_once_in_the_trace_format(exporter, capsys):
+    root = logging.getLogger()
+    level = root.level
+    setup_logging(level="DEBUG")
+    setup_logging(level="DEBUG")
+    with TracedOperation("my_operation", "MyComponent") as op:
+        logging.getLogger("myapp").debug("mine")
+        logging.getLogger("pixelis.agent").info("ours")
+    logging.getLogger("myapp").warning("outside")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" - ", 1)[1] for line in lines] == [
+        f"myapp - DEBUG - [{op.trace_id}|MyComponent] - mine",
+        f"pixelis.agent - INFO - [{op.trace_id}|MyComponent] - ours",
+        "myapp - WARNING - [-|-] - outside",
+    ]
+    assert root.level == logging.DEBUG
+    reset_logging()
+    assert root.level == level
+
+
+def test_pixelis_scope_leaves_the_root_logger_untouched(capsys):
+    root, log = logging.getLogger(), logging.getLogger("pixelis")
+    handlers, level, log_level = list(root.handlers), root.level, log.level
+    assert setup_logging(level="DEBUG", scope="pixelis") is log
+    assert root.handlers == handlers and root.level == level
+    assert not log.propagate and len(log.handlers) == 1 and log.level == logging.DEBUG
+    logging.getLogger("myapp").warning("mine")
+    logging.getLogger("pixelis.agent").debug("ours")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].endswith("- pixelis.agent - DEBUG - [-|-] - ours")
+    reset_logging()
+    assert log.propagate and log.handlers == [] and log.level == log_level
+
+
+def test_start_run_prints_each_line_once_for_application_and_pixelis_loggers(tmp_path):
+    script = (
+        "import logging, sys\n"
+        "from pathlib import Path\n"
+        "from pixelis.cli.common import start_run\n"
+        "run = start_run('demo', Path(sys.argv[1]), None, [], None, None, None, None)\n"
+        "logging.getLogger('myapp').info('app line')\n"
+        "run.logger.info('pixelis line')\n"
+    )
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120, check=True
+    )
+    for text in (result.stderr, (out / "pixelis.log").read_text()):
+        lines = text.splitlines()
+        assert sum(" - myapp - INFO - " in line and line.endswith("app line") for line in lines) == 1
+        assert sum(" - pixelis.demo - INFO - " in line and line.endswith("pixelis line") for line in lines) == 1
+        assert sum(" - INFO - [-|-] - run demo: " in line for line in lines) == 1
 
 
 def test_colors_go_to_the_console_only(exporter, tmp_path, capsys):
@@ -235,6 +292,8 @@ def test_colors_go_to_the_console_only(exporter, tmp_path, capsys):
 def test_rejects_unknown_formats_and_settings(tmp_path):
     with pytest.raises(ValueError, match="fmt"):
         setup_logging(fmt="xml")
+    with pytest.raises(ValueError, match="scope"):
+        setup_logging(scope="everything")
     with pytest.raises(ValueError, match="exporter"):
         configure_tracing(exporter="zipkin")
     with pytest.raises(ValueError, match="run_dir"):

@@ -13,12 +13,13 @@ import json
 import logging
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 POOLS = ("simple", "medium", "hard")
 """Difficulty pools a stage mixture may draw from, in sampling order."""
@@ -29,7 +30,7 @@ Action = Literal["hold", "advance", "rollback"]
 class ExitCriterion(BaseModel):
     """One condition on a smoothed metric that must hold before leaving a stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: str = Field(default="accuracy", min_length=1, description="Name of the evaluation metric.")
     threshold: float = Field(default=0.6, description="Value the smoothed metric is compared with.")
@@ -49,7 +50,7 @@ class ExitCriterion(BaseModel):
 class CurriculumStage(BaseModel):
     """A curriculum stage: a sampling mixture over difficulty pools and the conditions to leave it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(default="simple", min_length=1, description="Unique stage name.")
     mixture: dict[str, float] = Field(
@@ -71,9 +72,9 @@ class CurriculumStage(BaseModel):
         unknown = sorted(set(mixture) - set(POOLS))
         if unknown:
             raise ValueError(f"{where}: unknown difficulty pool(s) {unknown}; allowed: {list(POOLS)}")
-        negative = {k: v for k, v in mixture.items() if v < 0 or not math.isfinite(v)}
+        negative = {k: v for k, v in mixture.items() if v < 0}  # non-finite ones never get here (allow_inf_nan)
         if negative:
-            raise ValueError(f"{where}: mixture weights must be finite and >= 0, got {negative}")
+            raise ValueError(f"{where}: mixture weights must be >= 0, got {negative}")
         total = sum(mixture.values())
         if total <= 0:
             raise ValueError(f"{where}: mixture weights are all zero (or empty): {mixture}")
@@ -113,7 +114,7 @@ def _default_stages() -> list[CurriculumStage]:
 class CurriculumConfig(BaseModel):
     """Curriculum schedule: the `curriculum` section of a run config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(
         default=True, description="If false, train on the final stage's mixture throughout and never change."
@@ -170,16 +171,43 @@ class CurriculumDecision:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _as_config(config: CurriculumConfig | Mapping[str, Any]) -> CurriculumConfig:
+    """A CurriculumConfig as is; else validate the section (bare, or under a whole config's ``curriculum`` key)."""
+    # Imported here: pixelis.core.config imports this module for CurriculumConfig.
+    from pixelis.core.config import ConfigError, _data_path, _describe, _dotted
+
+    if isinstance(config, CurriculumConfig):
+        return config
+    section = config
+    if isinstance(config, Mapping) and "curriculum" in config:
+        section = {} if config["curriculum"] is None else config["curriculum"]  # `curriculum:` left empty in YAML
+    try:
+        return CurriculumConfig.model_validate(section)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = ("curriculum", *err["loc"])
+        key = _dotted(_data_path({"curriculum": section}, loc))
+        problem = _describe(err, loc)
+        raise ConfigError(f"{key}: {problem}", key=key, problem=problem) from None
+
+
 class CurriculumManager:
-    """Tracks the current stage and decides, at each evaluation, to hold, advance or roll back."""
+    """Tracks the current stage and decides, at each evaluation, to hold, advance or roll back.
+
+    ``config`` is a :class:`CurriculumConfig` or a mapping: the ``curriculum`` section itself or a whole run
+    config holding one. A bad mapping raises :class:`pixelis.core.config.ConfigError` naming the dotted key.
+    """
 
     def __init__(
-        self, config: CurriculumConfig, logger: logging.Logger | None = None, log_path: Path | None = None
+        self,
+        config: CurriculumConfig | Mapping[str, Any],
+        logger: logging.Logger | None = None,
+        log_path: Path | None = None,
     ) -> None:
-        self.config = config
+        self.config = _as_config(config)
         self.logger = logger or logging.getLogger(__name__)
         self.log_path = Path(log_path) if log_path is not None else None
-        self._stage_index = 0 if config.enabled else len(config.stages) - 1
+        self._stage_index = 0 if self.config.enabled else len(self.config.stages) - 1
         self._global_step = 0
         self._steps_in_stage = 0
         self._evals_in_stage = 0

@@ -71,6 +71,7 @@ TRACER_NAME = "pixelis"
 LOGGER_NAME = "pixelis"
 EXPORTERS = ("none", "console", "jsonl", "otlp")
 LOG_FORMATS = ("text", "color", "json")
+LOG_SCOPES = ("root", "pixelis")
 TRACE_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - [%(trace_id)s|%(component)s] - %(message)s"
 PLAIN_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 MAX_ATTRIBUTE_CHARS = 1000
@@ -224,7 +225,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-_installed_handlers: list[logging.Handler] = []
+@dataclasses.dataclass
+class _Installed:
+    """What :func:`setup_logging` changed: its handlers, and the logger's level and propagation before."""
+
+    logger: logging.Logger
+    level: int
+    propagate: bool
+    handlers: list[logging.Handler] = dataclasses.field(default_factory=list)
+
+
+_installed: _Installed | None = None
 
 
 def _formatter(fmt: str, use_tracing: bool) -> logging.Formatter:
@@ -235,13 +246,17 @@ def _formatter(fmt: str, use_tracing: bool) -> logging.Formatter:
 
 
 def reset_logging() -> None:
-    """Remove the handlers :func:`setup_logging` installed and let ``pixelis`` records propagate again."""
-    logger = logging.getLogger(LOGGER_NAME)
-    for handler in _installed_handlers:
+    """Undo :func:`setup_logging`: remove its handlers, restore the level and propagation it changed."""
+    global _installed
+    if _installed is None:
+        return
+    logger = _installed.logger
+    for handler in _installed.handlers:
         logger.removeHandler(handler)
         handler.close()
-    _installed_handlers.clear()
-    logger.propagate = True
+    logger.setLevel(_installed.level)
+    logger.propagate = _installed.propagate
+    _installed = None
 
 
 def setup_logging(
@@ -250,20 +265,31 @@ def setup_logging(
     use_tracing: bool = True,
     use_colors: bool = False,
     fmt: str = "text",
+    scope: str = "root",
 ) -> logging.Logger:
-    """Configure the ``pixelis`` logger: a console handler (stderr) and optionally a file handler.
+    """Configure logging: a console handler (stderr) and optionally a file handler; returns the ``pixelis`` logger.
 
-    Re-callable: each call replaces the handlers installed by the previous one. ``fmt`` is text, color or
+    ``scope="root"`` (the default, for applications and the CLI) puts the handlers and ``level`` on the root
+    logger, so the application's own loggers print in the same format as ``pixelis`` ones; handlers that others
+    put on the root logger are left alone. ``scope="pixelis"`` (for libraries embedding Pixelis) configures only
+    the ``pixelis`` logger and stops its records propagating, so the root logger is untouched and root handlers
+    do not print them twice.
+
+    Re-callable: each call first undoes the previous one (:func:`reset_logging`). ``fmt`` is text, color or
     json; ``use_colors`` turns text into color on the console. The file gets json when ``fmt == "json"``,
     plain text otherwise (never colours); it is appended to. ``use_tracing`` adds the trace part.
-    ``pixelis`` records stop propagating to the root logger, so root handlers do not print them twice.
     """
+    global _installed
     if fmt not in LOG_FORMATS:
         raise ValueError(f"setup_logging: fmt must be one of {LOG_FORMATS}, got {fmt!r}")
+    if scope not in LOG_SCOPES:
+        raise ValueError(f"setup_logging: scope must be one of {LOG_SCOPES}, got {scope!r}")
     reset_logging()
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(level.upper() if isinstance(level, str) else level)
-    logger.propagate = False
+    target = logging.getLogger(LOGGER_NAME if scope == "pixelis" else None)
+    _installed = _Installed(target, target.level, target.propagate)
+    target.setLevel(level.upper() if isinstance(level, str) else level)
+    if scope == "pixelis":
+        target.propagate = False
 
     console_fmt = "color" if use_colors and fmt == "text" else fmt
     handlers: list[tuple[logging.Handler, str]] = [(logging.StreamHandler(), console_fmt)]
@@ -275,9 +301,9 @@ def setup_logging(
         handler.setFormatter(_formatter(handler_fmt, use_tracing))
         if use_tracing:
             handler.addFilter(TraceContextFilter())
-        logger.addHandler(handler)
-        _installed_handlers.append(handler)
-    return logger
+        target.addHandler(handler)
+        _installed.handlers.append(handler)
+    return logging.getLogger(LOGGER_NAME)
 
 
 # --------------------------------------------------------------------------------------------------
