@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixelis.core.errors import DataError
 from pixelis.core.trajectory import (
     MalformedToolCall,
     MultipleToolCalls,
@@ -86,6 +87,76 @@ def test_bad_jsonl_line_names_file_and_line(tmp_path):
     path.write_text(path.read_text() + "{not json\n")
     with pytest.raises(TrajectoryFileError, match=r"bad.jsonl:2"):
         read_jsonl(path)
+
+
+def _written_row(tmp_path) -> dict:
+    """The JSON record of `_trajectory()` as `write_jsonl` stores it (its images are in tmp_path/media)."""
+    write_jsonl(tmp_path / "good.jsonl", [_trajectory()])
+    return json.loads((tmp_path / "good.jsonl").read_text())
+
+
+def _set(row: dict, path: str, value) -> None:
+    """Set the value at a dotted path of a record ("steps.0.call.name")."""
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+    for key in parents:
+        row = row[key]
+    row[last] = value
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("steps", "abc", "steps must be a list, got a string"),
+    ("question", 123, "question must be a string, got a number"),
+    ("images", "x.png", "images must be a list, got a string"),
+    ("steps.0", "zoom", r"steps\[0\] must be an object"),
+    ("steps.1.call.name", None, r"steps\[1\].call.name must be a string, got null"),
+    ("steps.1.call.arguments", [1], r"steps\[1\].call.arguments must be an object"),
+    ("steps.1.observation.images", ["media/a.png", 3], r"steps\[1\].observation.images\[1\] must be an image path"),
+    ("steps.0.observation.error", {"kind": "invalid_box"}, r"missing field steps\[0\].observation.error.message"),
+    ("steps.2.kind", "oops", r"steps\[2\].kind is 'oops'"),
+    ("metadata", ["small_text"], "metadata must be an object"),
+    ("metadata.family", 5, "metadata.family must be a string"),
+])
+def test_wrong_field_types_name_file_line_and_field(tmp_path, path, value, message):
+    row = _written_row(tmp_path)
+    _set(row, path, value)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text((tmp_path / "good.jsonl").read_text() + json.dumps(row) + "\n")
+    with pytest.raises(TrajectoryFileError, match=rf"bad.jsonl:2: not a valid trajectory: .*{message}"):
+        read_jsonl(bad)
+
+
+def test_a_line_that_is_not_an_object_or_lacks_an_id_is_refused(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('["id", "question"]\n')
+    with pytest.raises(TrajectoryFileError, match=r"bad.jsonl:1: .*the record must be an object, got a list"):
+        read_jsonl(path)
+    path.write_text('{"question": "q"}\n')
+    with pytest.raises(TrajectoryFileError, match=r"bad.jsonl:1: .*missing field id"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize("family, images, video, message", [
+    ("small_text", [], None, "images is empty, but a record of family 'small_text' needs an image"),
+    ("count", [], None, "needs an image"),
+    ("track", ["media/frame.png"], None, "video is missing, but a record of family 'track' needs its frames"),
+    ("temporal", ["media/frame.png"], [], "video is empty, but a record of family 'temporal' needs its frames"),
+])
+def test_a_synthetic_family_record_without_its_media_is_refused(tmp_path, family, images, video, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"id": "x", "question": "q", "images": images, "video": video,
+                                "metadata": {"family": family}}) + "\n")
+    with pytest.raises(TrajectoryFileError, match=rf"bad.jsonl:1: .*{message}"):
+        read_jsonl(path)
+
+
+def test_a_record_without_family_may_be_text_only(tmp_path):
+    write_jsonl(tmp_path / "text.jsonl", [Trajectory(id="t", question="What is 2 + 2?", answer="4")])
+    (back,) = read_jsonl(tmp_path / "text.jsonl")
+    assert back.images == [] and back.answer == "4"
+
+
+def test_trajectory_file_errors_are_data_errors():
+    assert issubclass(TrajectoryFileError, DataError) and issubclass(TrajectoryFileError, ValueError)
 
 
 def test_messages_text_parser_round_trip():

@@ -5,6 +5,7 @@ import json
 import pytest
 from PIL import Image
 
+from pixelis.core.errors import DataError
 from pixelis.data.benchmarks import DataFormatError, load_eval_data
 
 
@@ -51,12 +52,19 @@ def test_vqa_jsonl_and_tsv(tmp_path):
     ('{"question": "q", "answer": "a"}\n', r"q.jsonl:1: missing field\(s\) \['image'\]"),
     ('{"image": "a.png", "question": "q", "answer": "z", "choices": ["x", "y"]}\n', r"neither a choice letter"),
     ('not json\n', r"q.jsonl:1: invalid JSON"),
+    ('["a.png", "q", "a"]\n', r"q.jsonl:1: a row must be a JSON object, got list"),
+    ('{"image": "a.png", "question": "q", "answer": "A", "choices": 4}\n',
+     r"q.jsonl:1: field 'choices' must be a list"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path, content, message):
     _write_image(tmp_path / "a.png")
     (tmp_path / "q.jsonl").write_text(content)
     with pytest.raises(DataFormatError, match=message):
         load_eval_data(tmp_path / "q.jsonl")
+
+
+def test_data_format_errors_are_data_errors():
+    assert issubclass(DataFormatError, DataError) and issubclass(DataFormatError, ValueError)
 
 
 def test_unknown_layouts_are_refused(tmp_path):

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from pixelis.core.trajectory import IMAGE_FAMILIES, VIDEO_FAMILIES
 from pixelis.data.io import corpus_texts, load_split, to_hf_dataset
+from pixelis.data.synth.suite import FAMILIES
 
 
 def same_pixels(a, b) -> bool:
@@ -33,6 +35,14 @@ def test_jsonl_round_trip_equals_generated(suite):
             assert s.observation.data == json.loads(json.dumps(o.observation.data))
             assert len(s.observation.images) == len(o.observation.images)
             assert all(same_pixels(a, b) for a, b in zip(s.observation.images, o.observation.images))
+
+
+def test_media_rules_match_what_the_families_generate(suite):
+    """The loader's per-family media rules (`IMAGE_FAMILIES`, `VIDEO_FAMILIES`) are what the generators produce."""
+    assert IMAGE_FAMILIES == set(FAMILIES) == {t.metadata["family"] for t in suite.generated}
+    assert all(t.images for t in suite.generated)
+    assert VIDEO_FAMILIES == {t.metadata["family"] for t in suite.generated if t.video}
+    assert all(t.video for t in suite.generated if t.metadata["family"] in VIDEO_FAMILIES)
 
 
 def test_hf_dataset_columns_and_image_placeholders(suite):

@@ -65,14 +65,14 @@ def synth(
              "data.workers": workers}
     extra = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     run = start_run("data.synth", out, config, [*(overrides or []), *extra], seed, deterministic, log_level,
-                    log_format)
+                    log_format, overwrite=overwrite)
     from pixelis.data.synth.suite import GenerationError, generate_suite  # imports the tools only when needed
 
     d = run.cfg.data
     try:
         result = generate_suite(out, d.n, run.seed, d.families, d.difficulties, d.trap_rate, d.val_fraction,
                                 d.test_fraction, overwrite=overwrite, workers=d.workers)
-    except (ValueError, FileExistsError, GenerationError) as exc:
+    except (ValueError, GenerationError) as exc:
         raise fail(str(exc)) from None
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "manifest.json"):
         record_artifact(out, name, _sha256(out / name))
@@ -85,6 +85,8 @@ def synth(
             table.add_row(fam, diff, *(str(manifest["counts"][s][fam][diff]) for s in ("train", "val", "test")),
                           str(manifest["traps"][fam][diff]))
     Console().print(table)
+    for warning in result.warnings:
+        Console().print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     for fam in manifest["families"]:
         k = result.samples.get(fam, 0)
         rejected = {d: r for d, r in manifest["rejections"][fam].items() if r}

@@ -23,11 +23,22 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, get_args
 
 from PIL import Image
 
+from pixelis.core.config import DataConfig
+from pixelis.core.errors import DataError, reading
+
 StepKind = Literal["normal", "trap", "correction"]
+
+# The default of `data.max_image_pixels`: the largest image (width x height) a data set may hold.
+MAX_IMAGE_PIXELS: int = DataConfig.model_fields["max_image_pixels"].default
+
+# The media every record of a synthetic family (pixelis.data.synth) holds: an image (the video families show a
+# storyboard of their frames) and, for the video families, the frames themselves.
+IMAGE_FAMILIES = frozenset({"small_text", "count", "attribute", "track", "temporal"})
+VIDEO_FAMILIES = frozenset({"track", "temporal"})
 
 # Error kinds an observation may carry; parse errors and tool validation errors share this vocabulary.
 ERROR_KINDS = (
@@ -270,11 +281,19 @@ def _image_to_file(image: Image.Image, media_dir: Path, base_dir: Path) -> str:
     return path.relative_to(base_dir).as_posix()
 
 
-def _image_from_file(rel: str, base_dir: Path) -> Image.Image:
-    path = base_dir / rel
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode one image file; one above `max_pixels` (width x height) is refused from its header, undecoded.
+
+    A missing, empty, truncated, undecodable or too large file raises `DataError` naming it.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file {path} referenced by the trajectory is missing")
-    with Image.open(path) as img:
+        raise DataError(f"image file not found: {path}")
+    with reading(path, DataError, "image"), Image.open(path) as img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise DataError(f"{path}: image of {width}x{height} = {width * height:,} pixels is larger than "
+                            f"data.max_image_pixels = {max_pixels:,}")
         img.load()
         return img.copy()
 
@@ -310,41 +329,109 @@ def trajectory_to_dict(traj: Trajectory, base_dir: Path, media_dir: Path) -> dic
     }
 
 
-def trajectory_from_dict(d: dict[str, Any], base_dir: Path) -> Trajectory:
-    """Inverse of `trajectory_to_dict`; image paths are resolved against `base_dir`."""
-    load = lambda rel: _image_from_file(rel, base_dir)  # noqa: E731
-    steps = []
-    for s in d.get("steps", []):
-        o = s.get("observation")
-        obs = None if o is None else Observation(
-            text=o.get("text", ""),
-            images=[load(p) for p in o.get("images", [])],
-            data=o.get("data", {}),
-            error=None if o.get("error") is None else ToolErrorInfo(**o["error"]),
-        )
-        call = s.get("call")
-        steps.append(Step(
-            thought=s.get("thought", ""),
-            call=None if call is None else ToolCall(call["name"], call.get("arguments", {})),
-            observation=obs,
-            kind=s.get("kind", "normal"),
-            raw_text=s.get("raw_text"),
-        ))
+def trajectory_from_dict(d: Any, base_dir: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Trajectory:
+    """Inverse of `trajectory_to_dict`; image paths are resolved against `base_dir`.
+
+    Every field is type-checked, and a wrong type, a missing `id`/`question` or an unreadable image raises
+    `DataError` naming the field (e.g. ``steps[1].call.name``) or the image file. A record of a synthetic
+    family (`metadata.family` in `IMAGE_FAMILIES`) must hold an image, and one of a video family
+    (`VIDEO_FAMILIES`) its frames too; a record of another family, or of none (e.g. a text-only benchmark
+    item), may hold no media.
+    """
+    d = _mapping(d, "the record")
+    metadata = _get(d, "metadata", dict, {})
+    images, video = _paths(d, "images", []), _paths(d, "video", None)
+    _check_media(_get(metadata, "family", str, None, "metadata."), images, video)
+    load = lambda rel: load_image(base_dir / rel, max_pixels)  # noqa: E731
     return Trajectory(
-        id=d["id"],
-        question=d["question"],
-        images=[load(p) for p in d.get("images", [])],
-        video=None if d.get("video") is None else [load(p) for p in d["video"]],
-        steps=steps,
-        final_thought=d.get("final_thought", ""),
-        answer=d.get("answer"),
-        target=d.get("target"),
-        metadata=d.get("metadata", {}),
+        id=_get(d, "id", str),
+        question=_get(d, "question", str),
+        images=[load(p) for p in images],
+        video=None if video is None else [load(p) for p in video],
+        steps=[_step_from_dict(s, f"steps[{i}].", load) for i, s in enumerate(_get(d, "steps", list, []))],
+        final_thought=_get(d, "final_thought", str, ""),
+        answer=_get(d, "answer", str, None),
+        target=_get(d, "target", dict, None),
+        metadata=metadata,
     )
 
 
-class TrajectoryFileError(ValueError):
-    """A JSONL line that is not a valid trajectory; names the file and line."""
+def _step_from_dict(s: Any, where: str, load: Callable[[str], Image.Image]) -> Step:
+    s = _mapping(s, f"field {where.rstrip('.')}")
+    call, obs = _get(s, "call", dict, None, where), _get(s, "observation", dict, None, where)
+    kind = _get(s, "kind", str, "normal", where)
+    if kind not in get_args(StepKind):
+        raise DataError(f"field {where}kind is {kind!r}; expected one of {list(get_args(StepKind))}")
+    return Step(
+        thought=_get(s, "thought", str, "", where),
+        call=None if call is None else ToolCall(_get(call, "name", str, where=f"{where}call."),
+                                                _get(call, "arguments", dict, {}, f"{where}call.")),
+        observation=None if obs is None else _observation_from_dict(obs, f"{where}observation.", load),
+        kind=kind,
+        raw_text=_get(s, "raw_text", str, None, where),
+    )
+
+
+def _observation_from_dict(o: dict[str, Any], where: str, load: Callable[[str], Image.Image]) -> Observation:
+    error = _get(o, "error", dict, None, where)
+    return Observation(
+        text=_get(o, "text", str, "", where),
+        images=[load(p) for p in _paths(o, "images", [], where)],
+        data=_get(o, "data", dict, {}, where),
+        error=None if error is None else ToolErrorInfo(_get(error, "kind", str, where=f"{where}error."),
+                                                       _get(error, "message", str, where=f"{where}error.")),
+    )
+
+
+_REQUIRED = object()
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, (int, float)) else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(f"{name} must be an object, got {_json_type(value)}")
+    return value
+
+
+def _get(d: dict[str, Any], key: str, kind: type, default: Any = _REQUIRED, where: str = "") -> Any:
+    """`d[key]` if it is a `kind`; `default` when it is absent (or null, when the default is None)."""
+    value = d.get(key)
+    if key not in d or (value is None and default is None):
+        if default is _REQUIRED:
+            raise DataError(f"missing field {where}{key}")
+        return default
+    if not isinstance(value, kind):
+        raise DataError(f"field {where}{key} must be {_JSON_TYPES[kind]}, got {_json_type(value)}")
+    return value
+
+
+def _paths(d: dict[str, Any], key: str, default: list[str] | None, where: str = "") -> list[str] | None:
+    """A list of image paths (file names relative to the JSONL)."""
+    paths = _get(d, key, list, default, where)
+    for i, p in enumerate(paths or []):
+        if not isinstance(p, str):
+            raise DataError(f"field {where}{key}[{i}] must be an image path (a string), got {_json_type(p)}")
+    return paths
+
+
+def _check_media(family: str | None, images: list[str], video: list[str] | None) -> None:
+    if family in IMAGE_FAMILIES and not images:
+        raise DataError(f"field images is empty, but a record of family {family!r} needs an image")
+    if family in VIDEO_FAMILIES and not video:
+        raise DataError(f"field video is {'empty' if video == [] else 'missing'}, but a record of family "
+                        f"{family!r} needs its frames")
+
+
+class TrajectoryFileError(DataError):
+    """A JSONL line that is not a valid trajectory, or one of its images; names the file and line."""
 
 
 def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory], media_dirname: str = "media") -> int:
@@ -361,21 +448,29 @@ def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory], media_dirn
     return n
 
 
-def iter_jsonl(path: str | Path) -> Iterator[Trajectory]:
-    """Read trajectories lazily; a bad line raises `TrajectoryFileError` naming file and line number."""
+def iter_jsonl(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Trajectory]:
+    """Read trajectories lazily; a bad line or image raises `TrajectoryFileError` naming file and line number.
+
+    Images above `max_pixels` (width x height, `data.max_image_pixels`) are refused before they are decoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trajectory file not found: {path}")
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield trajectory_from_dict(json.loads(line), path.parent)
-            except (json.JSONDecodeError, KeyError, TypeError, FileNotFoundError) as exc:
-                raise TrajectoryFileError(f"{path}:{lineno}: not a valid trajectory: {exc}") from None
+            if line.strip():
+                yield _parse_line(line, path, lineno, max_pixels)
 
 
-def read_jsonl(path: str | Path) -> list[Trajectory]:
-    """All trajectories of a JSONL file."""
-    return list(iter_jsonl(path))
+def _parse_line(line: str, path: Path, lineno: int, max_pixels: int) -> Trajectory:
+    try:
+        return trajectory_from_dict(json.loads(line), path.parent, max_pixels)
+    except json.JSONDecodeError as exc:
+        raise TrajectoryFileError(f"{path}:{lineno}: not valid JSON: {exc.msg} at char {exc.pos}") from None
+    except DataError as exc:
+        raise TrajectoryFileError(f"{path}:{lineno}: not a valid trajectory: {exc}") from None
+
+
+def read_jsonl(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> list[Trajectory]:
+    """All trajectories of a JSONL file (see `iter_jsonl`)."""
+    return list(iter_jsonl(path, max_pixels))

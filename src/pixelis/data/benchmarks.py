@@ -20,24 +20,22 @@ from typing import Any
 
 from PIL import Image
 
-from pixelis.core.trajectory import Trajectory, read_jsonl
+from pixelis.core.errors import DataError
+from pixelis.core.trajectory import MAX_IMAGE_PIXELS, Trajectory, load_image, read_jsonl
 
 LETTERS = "ABCDEFGH"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class DataFormatError(ValueError):
-    """Evaluation data that matches no supported layout, or a bad row; names file and line."""
+class DataFormatError(DataError):
+    """Evaluation data that matches no supported layout, or a bad row or image; names file and line."""
 
 
-def _open_image(path: Path, where: str) -> Image.Image:
-    if not path.is_file():
-        raise DataFormatError(f"{where}: image file not found: {path}")
+def _open_image(path: Path, where: str, max_pixels: int) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as exc:
-        raise DataFormatError(f"{where}: cannot read image {path}: {exc}") from None
+        return load_image(path, max_pixels).convert("RGB")
+    except DataError as exc:
+        raise DataFormatError(f"{where}: {exc}") from None
 
 
 def _multiple_choice(question: str, options: list[str], answer_index: int, key: str) -> tuple[str, dict[str, Any]]:
@@ -50,7 +48,7 @@ def _multiple_choice(question: str, options: list[str], answer_index: int, key: 
     return "\n".join(lines), {"type": "choice", "value": letter, "choices": shuffled}
 
 
-def load_vstar(root: Path) -> list[Trajectory]:
+def load_vstar(root: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> list[Trajectory]:
     """V* Bench layout: `<category>/<name>.jpg` with `<name>.json` holding question and options."""
     out = []
     for meta_path in sorted(root.rglob("*.json")):
@@ -65,17 +63,22 @@ def load_vstar(root: Path) -> list[Trajectory]:
         rel = meta_path.relative_to(root).with_suffix("").as_posix()
         text, target = _multiple_choice(question, options, 0, rel)
         category = meta_path.parent.name if meta_path.parent != root else "vstar"
-        out.append(Trajectory(id=rel, question=text, images=[_open_image(image_path, str(meta_path))], target=target,
+        image = _open_image(image_path, str(meta_path), max_pixels)
+        out.append(Trajectory(id=rel, question=text, images=[image], target=target,
                               metadata={"family": category, "difficulty": "unknown", "source": "vstar"}))
     return out
 
 
-def _row_to_trajectory(row: dict[str, Any], base: Path, where: str, index: int) -> Trajectory:
+def _row_to_trajectory(row: Any, base: Path, where: str, index: int, max_pixels: int) -> Trajectory:
+    if not isinstance(row, dict):
+        raise DataFormatError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
     missing = [k for k in ("image", "question", "answer") if not row.get(k)]
     if missing:
         raise DataFormatError(f"{where}: missing field(s) {missing}")
     question, answer = str(row["question"]), str(row["answer"])
     choices = row.get("choices") or [row[k] for k in LETTERS[:4] if row.get(k)]
+    if not isinstance(choices, list):
+        raise DataFormatError(f"{where}: field 'choices' must be a list, got {type(choices).__name__}")
     if choices:
         if answer in LETTERS[:len(choices)]:
             value = answer
@@ -88,7 +91,7 @@ def _row_to_trajectory(row: dict[str, Any], base: Path, where: str, index: int) 
     else:
         target = {"type": "number" if _is_number(answer) else "text", "value": answer}
     return Trajectory(id=str(row.get("id", index)), question=question,
-                      images=[_open_image(base / str(row["image"]), where)], target=target,
+                      images=[_open_image(base / str(row["image"]), where, max_pixels)], target=target,
                       metadata={"family": str(row.get("category", "vqa")), "difficulty": "unknown",
                                 "source": "vqa"})
 
@@ -101,12 +104,12 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def load_vqa_table(path: Path) -> list[Trajectory]:
+def load_vqa_table(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> list[Trajectory]:
     """Generic VQA JSONL/TSV rows with an image path, a question and an answer."""
     if path.suffix == ".tsv":
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
-        return [_row_to_trajectory(r, path.parent, f"{path}:{i + 2}", i) for i, r in enumerate(rows)]
+        return [_row_to_trajectory(r, path.parent, f"{path}:{i + 2}", i, max_pixels) for i, r in enumerate(rows)]
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
@@ -114,7 +117,7 @@ def load_vqa_table(path: Path) -> list[Trajectory]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataFormatError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-            out.append(_row_to_trajectory(row, path.parent, f"{path}:{lineno}", lineno - 1))
+            out.append(_row_to_trajectory(row, path.parent, f"{path}:{lineno}", lineno - 1, max_pixels))
     return out
 
 
@@ -128,21 +131,26 @@ def _is_trajectory_jsonl(path: Path) -> bool:
     return isinstance(row, dict) and "steps" in row and isinstance(row.get("images"), list)
 
 
-def load_eval_data(path: str | Path, split: str = "test", limit: int | None = None) -> list[Trajectory]:
-    """Samples to evaluate from a suite dir, a trajectory JSONL, a V* Bench dir or a VQA JSONL/TSV."""
+def load_eval_data(path: str | Path, split: str = "test", limit: int | None = None,
+                   max_pixels: int = MAX_IMAGE_PIXELS) -> list[Trajectory]:
+    """Samples to evaluate from a suite dir, a trajectory JSONL, a V* Bench dir or a VQA JSONL/TSV.
+
+    An unreadable image, or one above `max_pixels` (width x height, `data.max_image_pixels`; checked before
+    decoding), raises a `DataError` naming the image and the row or item that refers to it.
+    """
     path = Path(path)
     if path.is_dir():
         if (path / f"{split}.jsonl").is_file():
-            samples = read_jsonl(path / f"{split}.jsonl")
+            samples = read_jsonl(path / f"{split}.jsonl", max_pixels)
         else:
-            samples = load_vstar(path)
+            samples = load_vstar(path, max_pixels)
             if not samples:
                 raise DataFormatError(f"{path}: no {split}.jsonl and no V* Bench items (<name>.json + image) found")
     elif path.is_file():
         if path.suffix == ".jsonl" and _is_trajectory_jsonl(path):
-            samples = read_jsonl(path)
+            samples = read_jsonl(path, max_pixels)
         elif path.suffix in (".jsonl", ".tsv"):
-            samples = load_vqa_table(path)
+            samples = load_vqa_table(path, max_pixels)
         else:
             raise DataFormatError(f"{path}: unsupported file type (expected .jsonl or .tsv)")
     else:

@@ -8,7 +8,8 @@ from typing import Any, Iterable, Sequence
 
 import datasets
 
-from pixelis.core.trajectory import Trajectory, read_jsonl, render_final_text, render_step_text, to_messages
+from pixelis.core.trajectory import (MAX_IMAGE_PIXELS, Trajectory, read_jsonl, render_final_text, render_step_text,
+                                     to_messages)
 
 SPLITS = ("train", "val", "test")
 
@@ -26,14 +27,15 @@ HF_FEATURES = datasets.Features({
 })
 
 
-def load_split(directory: str | Path, split: str) -> list[Trajectory]:
-    """Trajectories of `<directory>/<split>.jsonl` (images loaded from `<directory>/media`)."""
+def load_split(directory: str | Path, split: str, max_pixels: int = MAX_IMAGE_PIXELS) -> list[Trajectory]:
+    """Trajectories of `<directory>/<split>.jsonl` (images loaded from `<directory>/media`, at most `max_pixels`
+    each, `data.max_image_pixels`)."""
     path = Path(directory) / f"{split}.jsonl"
     if not path.is_file():
         present = sorted(p.stem for p in Path(directory).glob("*.jsonl")) if Path(directory).is_dir() else []
         raise FileNotFoundError(f"split {split!r} not found: {path} does not exist "
                                 f"(splits present: {present or 'none'})")
-    return read_jsonl(path)
+    return read_jsonl(path, max_pixels)
 
 
 def hf_row(traj: Trajectory) -> dict[str, Any]:

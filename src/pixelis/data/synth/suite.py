@@ -9,6 +9,7 @@ in the manifest.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -36,6 +37,8 @@ FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (SmallText(), Count(), Att
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
 
+log = logging.getLogger(__name__)
+
 
 class GenerationError(RuntimeError):
     """A sample that stayed unusable after every allowed attempt."""
@@ -43,11 +46,13 @@ class GenerationError(RuntimeError):
 
 @dataclass
 class SuiteResult:
-    """What `generate_suite` wrote: the manifest (also in manifest.json) and seconds spent per family."""
+    """What `generate_suite` wrote: the manifest (also in manifest.json), seconds and samples per family, and
+    the warnings it logged (e.g. family x difficulty cells that got no sample)."""
 
     manifest: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     samples: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,9 @@ def generate_suite(
     fams = resolve(families, list(FAMILIES), "families")
     diffs = resolve(difficulties, DIFFICULTIES, "difficulties")
     plan = plan_splits(seed, n, fams, diffs, val_fraction, test_fraction)
+    warnings = _empty_cell_warnings(plan, fams, diffs)
+    for warning in warnings:
+        log.warning("%s", warning)
     registry = registry or ToolRegistry.default()
     out = Path(out_dir)
     _clear_old_suite(out, overwrite)
@@ -250,7 +258,19 @@ def generate_suite(
         "knobs": {f: FAMILIES[f].tiers for f in fams},
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return SuiteResult(manifest=manifest, seconds=dict(seconds), samples=dict(samples))
+    return SuiteResult(manifest=manifest, seconds=dict(seconds), samples=dict(samples), warnings=warnings)
+
+
+def _empty_cell_warnings(plan: dict[str, list[SampleKey]], families: Sequence[str],
+                         difficulties: Sequence[str]) -> list[str]:
+    """A warning naming the family x difficulty cells that get no sample (N is below the number of cells)."""
+    planned = {(key.family, key.difficulty) for keys in plan.values() for key in keys}
+    empty = [f"{f}/{d}" for f in families for d in difficulties if (f, d) not in planned]
+    if not empty:
+        return []
+    n, cells = sum(map(len, plan.values())), len(families) * len(difficulties)
+    return [f"no samples for {len(empty)} of {cells} family x difficulty cells ({', '.join(empty)}): n = {n} is "
+            f"spread evenly over the cells; use n >= {cells} to cover them all"]
 
 
 def _clear_old_suite(out: Path, overwrite: bool) -> None:
