@@ -167,8 +167,9 @@ class AgentConfig(_Section):
     n_samples: int = Field(1, ge=1, description="Trajectories sampled per query (each is scored on its own).")
     batch_size: int = Field(8, ge=1, description="Trajectories rolled out together: one batched generation per turn.")
     tool_prompt: Literal["full", "compact"] = Field(
-        "full", description="Tools shown as full JSON schemas (as Qwen3-VL was trained) or a compact list "
-        "(~100 tokens instead of ~2,000; use for tiny CPU models). Training and evaluation must agree.")
+        "compact", description="Tools shown as a compact list (~100 tokens; the default, for the tiny CPU model "
+        "that model.path: null builds) or as full JSON schemas (~2,000 tokens; as Qwen3-VL was trained: use it "
+        "with a real Qwen3-VL). Training and evaluation must agree.")
 
 
 class SftConfig(_Section):
