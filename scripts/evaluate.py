@@ -1,4 +1,7 @@
-"""Shim: `python scripts/evaluate.py --model DIR --seed 42 --deterministic ...` == `pixelis eval ...`."""
+"""Shim: `python scripts/evaluate.py --model DIR --seed 42 --deterministic ...` == `pixelis eval ...`.
+
+`--model` takes a checkpoint directory or its model.safetensors; pickled weights (`model.pt`, ...) are refused.
+"""
 
 import sys
 

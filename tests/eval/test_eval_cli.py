@@ -1,4 +1,5 @@
-"""`pixelis eval` end to end: the golden oracle scores 100%, the untrained tiny model runs and is reported."""
+"""`pixelis eval` end to end: the golden oracle scores 100%, the untrained tiny model runs and is reported,
+runs repeat bit for bit, and bad invocations fail with one line."""
 
 import json
 import subprocess
@@ -38,8 +39,8 @@ def test_golden_policy_is_an_oracle(tmp_path, synth_suite_dir):
 
 
 def test_untrained_model_runs_end_to_end(tmp_path, train_suite_dir, tiny_model_dir):
-    proc = _eval("--model", str(tiny_model_dir), "--data", str(train_suite_dir), "--limit", "4", "--out",
-                 str(tmp_path), "--set", "agent.max_new_tokens=12", "--set", "agent.tool_prompt=compact")
+    proc = _eval("--model", str(tiny_model_dir / "model.safetensors"), "--data", str(train_suite_dir), "--limit", "4",
+                 "--out", str(tmp_path), "--set", "agent.max_new_tokens=12", "--set", "agent.tool_prompt=compact")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = _outputs_complete(tmp_path)
     assert metrics["n"] == 4 and sum(metrics["terminations"].values()) == 4
@@ -47,15 +48,69 @@ def test_untrained_model_runs_end_to_end(tmp_path, train_suite_dir, tiny_model_d
     assert pred["metadata"]["policy"] == "ModelPolicy" and pred["images"][0].startswith("media/")
 
 
+def _fails_with(proc, message):
+    """Exit code 2 and, last on stderr (after the run's log lines, if any), one `error: ...` line with `message`."""
+    last = proc.stderr.splitlines()[-1] if proc.stderr.strip() else ""
+    assert proc.returncode == 2 and last.startswith("error: ") and message in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--data", "nowhere"], "evaluation data not found: nowhere"),
+    (["--policy", "golden", "--data", "nowhere"], "evaluation data not found: nowhere"),
     (["--policy", "model"], "--policy model needs --model DIR"),
+    (["--model", "nowhere/model.safetensors"], "checkpoint nowhere/model.safetensors does not exist"),
+    (["--policy", "golden", "--limit", "-1"], "eval.limit: input should be greater than or equal to 1, got -1"),
+    (["--policy", "golden", "--limit", "0"], "eval.limit: input should be greater than or equal to 1, got 0"),
 ])
 def test_bad_invocations_fail_with_one_clear_line(tmp_path, synth_suite_dir, args, message):
     if "--data" not in args:
         args = [*args, "--data", str(synth_suite_dir), "--split", "train"]
-    proc = _eval(*args, "--out", str(tmp_path))
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    _fails_with(_eval(*args, "--out", str(tmp_path)), message)
+
+
+def test_shim_refuses_a_pickled_model(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "evaluate.py"), "--model", "model.pt", "--seed", "42",
+                           "--deterministic"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    _fails_with(proc, "model.pt: refusing pickled weights (.pt): unpickling can run arbitrary code")
+    assert "model.save_pretrained(DIR, safe_serialization=True)" in proc.stderr
+    assert "Missing option" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def test_default_suite_is_the_training_suite_and_out_is_protected(tmp_path, synth_suite_dir):
+    from pixelis.core.config import load_config
+    from pixelis.run_inputs import resolve_inputs
+
+    suite = ["--set", "data.n=6", "--set", "data.families=[attribute,track]", "--set", "data.test_fraction=0.5",
+             "--set", "data.workers=1"]
+    out = tmp_path / "eval"
+    proc = _eval("--policy", "golden", "--seed", "3", *suite, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    training = Path(resolve_inputs(load_config(None, [*suite[1::2], "reproducibility.seed=3"]), tmp_path / "train",
+                                   need_model=False, show_progress=False).data.path)
+    assert (out / "data" / "test.jsonl").read_bytes() == (training / "test.jsonl").read_bytes()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["accuracy"] == 1.0
+
+    again = ["--policy", "golden", "--data", str(synth_suite_dir), "--split", "train", "--limit", "2",
+             "--out", str(out)]
+    _fails_with(_eval(*again), f"--out {out} is not empty")
+    proc = _eval(*again, "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2 and not (out / "data").exists()
+
+
+@pytest.mark.parametrize("policy", ["golden", "model"])
+def test_repro_verify_passes_on_eval(tmp_path, synth_suite_dir, tiny_model_dir, policy):
+    args = (["--policy", "golden"] if policy == "golden" else
+            ["--model", str(tiny_model_dir), "--deterministic", "--set", "agent.max_new_tokens=12",
+             "--set", "agent.tool_prompt=compact"])
+    cmd = [str(BIN / "pixelis"), "repro", "verify", "--workdir", str(tmp_path), "--", str(BIN / "pixelis"), "eval",
+           "--no-progress", "--data", str(synth_suite_dir), "--split", "train", "--limit", "3", "--seed", "1", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hashes = [json.loads((tmp_path / f"run-{i}" / "run.json").read_text())["artifacts"] for i in (0, 1)]
+    assert set(hashes[0]) == {"predictions.jsonl", "metrics.json"} and hashes[0] == hashes[1]
 
 
 def test_scripts_evaluate_shim_is_pixelis_eval(tmp_path, synth_suite_dir):

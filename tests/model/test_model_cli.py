@@ -1,5 +1,7 @@
 """``pixelis model tiny`` and ``pixelis model info`` through the real Typer app."""
 
+import shutil
+
 from typer.testing import CliRunner
 
 from pixelis.cli.model import app
@@ -22,9 +24,32 @@ def test_tiny_then_info(tmp_path):
     assert f"parameters: {params:,}" in result.output and "F32" in result.output
 
 
+def _fails_with(args, message):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and f"error: {message}" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
 def test_errors_are_one_clear_line(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(app, ["info", str(tmp_path / "missing")])
-    assert result.exit_code == 2 and "does not exist" in result.output
-    result = runner.invoke(app, ["tiny", "--out", str(tmp_path / "t"), "--corpus", str(tmp_path / "none.txt")])
-    assert result.exit_code == 2 and "corpus file" in result.output
+    _fails_with(["info", str(tmp_path / "missing")], f"checkpoint {tmp_path / 'missing'} does not exist")
+    _fails_with(["tiny", "--out", str(tmp_path / "t"), "--corpus", str(tmp_path / "none.txt")],
+                f"corpus file {tmp_path / 'none.txt'} does not exist")
+
+
+def test_info_names_an_unreadable_weights_file(tmp_path, tiny_dir):
+    shutil.copytree(tiny_dir, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"")
+    _fails_with(["info", str(tmp_path / "ckpt")],
+                f"{tmp_path / 'ckpt' / 'model.safetensors'}: cannot read safetensors weights (the file is empty)")
+
+
+def test_tiny_refuses_a_non_empty_out_unless_overwrite(tmp_path):
+    out = tmp_path / "trained"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"trained weights")
+    args = ["tiny", "--out", str(out), "--size", "xs"]
+    _fails_with(args, f"--out {out} is not empty (model.safetensors); pass --overwrite")
+    assert (out / "model.safetensors").read_bytes() == b"trained weights"
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert checkpoint_info(out)["parameters"] > 0

@@ -156,7 +156,7 @@ def start_run(
     # console only, so nothing of theirs can make rank 0 see a non-empty directory.
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
-        prepare_out_dir(out, overwrite=overwrite, resume=resume is not None)
+        prepare_out_dir(out, overwrite=overwrite, resume=resume is not None, resumable=command.startswith("train"))
     repro = cfg.reproducibility
     set_global_seed(repro.seed)
     if repro.deterministic:

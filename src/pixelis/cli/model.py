@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pixelis.cli.common import command_group, fail
+from pixelis.cli.common import OverwriteOpt, command_group
+from pixelis.core.errors import DataError
+from pixelis.core.rundir import prepare_out_dir
 
 app = command_group("Model checkpoints: build the tiny offline model, inspect a checkpoint.")
 
@@ -25,7 +27,8 @@ class Family(StrEnum):
 
 @app.command()
 def tiny(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the checkpoint into.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the checkpoint into (new or empty).")],
+    overwrite: OverwriteOpt = False,
     seed: Annotated[int, typer.Option("--seed", help="Weight initialisation seed.")] = 0,
     size: Annotated[Size, typer.Option("--size", help="Model size.")] = Size("s"),
     corpus: Annotated[
@@ -42,8 +45,9 @@ def tiny(
     texts = None
     if corpus is not None:
         if not corpus.is_file():
-            raise fail(f"corpus file {corpus} does not exist")
+            raise DataError(f"corpus file {corpus} does not exist")
         texts = corpus.read_text(encoding="utf-8").splitlines()
+    prepare_out_dir(out, overwrite=overwrite)  # never replaces a trained checkpoint with random weights unasked
     path = build_tiny_model(
         out, seed=seed, size=size.value, corpus=texts, family=family.value, min_pixels=min_pixels, max_pixels=max_pixels
     )
@@ -53,14 +57,11 @@ def tiny(
 
 
 @app.command()
-def info(path: Annotated[Path, typer.Argument(help="Checkpoint directory.")]) -> None:
+def info(path: Annotated[Path, typer.Argument(help="Checkpoint directory, or its model.safetensors.")]) -> None:
     """Print architecture, parameter count, weight dtypes and tokenizer size of a local checkpoint."""
-    from pixelis.model.load import CheckpointError, checkpoint_info
+    from pixelis.model.load import checkpoint_info
 
-    try:
-        summary = checkpoint_info(path)
-    except CheckpointError as exc:
-        raise fail(str(exc)) from None
+    summary = checkpoint_info(path)
     rows = {
         "path": summary["path"],
         "architecture": ", ".join(summary["architectures"]) or summary["model_type"],

@@ -16,11 +16,13 @@ from pixelis.core.errors import RunDirError
 __all__ = ["fresh_run_dir", "prepare_out_dir"]
 
 
-def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False,
+                    resumable: bool = False) -> Path:
     """Create ``out`` (or accept it) for a new run; returns it.
 
     A non-empty directory is refused unless ``overwrite`` (its contents are removed first) or ``resume`` (the
-    run in it continues) is given. ``out`` that is a file or cannot be written is refused too.
+    run in it continues) is given; ``resumable`` commands mention ``--resume`` in the refusal. ``out`` that is
+    a file or cannot be written is refused too.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -29,8 +31,9 @@ def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = 
         if not overwrite:
             held = sorted(p.name for p in out.iterdir())
             shown = ", ".join(held[:5]) + (f", ... ({len(held)} entries)" if len(held) > 5 else "")
-            raise RunDirError(f"--out {out} is not empty ({shown}); pass --overwrite to clear it first, "
-                              "--resume RUN/checkpoint-K to continue a training run, or choose another --out")
+            resume_hint = ", --resume RUN/checkpoint-K to continue it" if resumable else ""
+            raise RunDirError(f"--out {out} is not empty ({shown}); pass --overwrite to clear it first"
+                              f"{resume_hint}, or choose another --out")
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     try:

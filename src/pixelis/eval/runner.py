@@ -12,13 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pixelis.agent import Agent, AgentLimits, Policy, ReplayPolicy, SamplingParams
 from pixelis.agent.policies import ModelPolicy
 from pixelis.core.config import PixelisConfig
+from pixelis.core.errors import DataError
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, TrajectoryFileError, write_jsonl
 from pixelis.data.benchmarks import DataFormatError, load_eval_data
 from pixelis.eval.metrics import compute_metrics
 from pixelis.eval.report import render_report
 from pixelis.eval.scoring import score_answer
-from pixelis.model.load import CheckpointError, load_policy
+from pixelis.model.load import checkpoint_dir, load_policy
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
 
@@ -61,8 +62,20 @@ def evaluate(agent: Agent, samples: Sequence[Trajectory], out_dir: Path, iou_thr
     return metrics
 
 
-class EvalSetupError(ValueError):
-    """The evaluation cannot start: bad data, a missing model, or a policy that does not fit the data."""
+class EvalSetupError(DataError):
+    """The evaluation cannot start: bad data, no model, or a policy that does not fit the data."""
+
+
+def policy_checkpoint(policy: str, model_dir: Path | None) -> Path | None:
+    """The checkpoint directory `--policy model` loads (`model_dir`, checked by `checkpoint_dir`); None for golden.
+
+    Cheap: the CLI calls it before it writes anything, so a wrong `--model` costs no run directory.
+    """
+    if policy == "golden":
+        return None
+    if model_dir is None:
+        raise EvalSetupError("--policy model needs --model DIR (a checkpoint, e.g. from `pixelis model tiny`)")
+    return checkpoint_dir(model_dir)
 
 
 def build_agent(cfg: PixelisConfig, policy: Policy) -> Agent:
@@ -76,8 +89,9 @@ def build_agent(cfg: PixelisConfig, policy: Policy) -> Agent:
 def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = "model", model_dir: Path | None = None,
                    split: str = "test", limit: int | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Load data and the policy (`model` or `golden`), then `evaluate`."""
+    checkpoint = policy_checkpoint(policy, model_dir)
     try:
-        samples = load_eval_data(data, split=split, limit=limit)
+        samples = load_eval_data(data, split=split, limit=limit, max_pixels=cfg.data.max_image_pixels)
     except (DataFormatError, TrajectoryFileError, FileNotFoundError) as exc:
         raise EvalSetupError(str(exc)) from None
     if not samples:
@@ -89,13 +103,7 @@ def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = 
                                  f"of {data} have none (e.g. {lacking[0]!r})")
         chosen: Policy = ReplayPolicy(samples)
     else:
-        if model_dir is None:
-            raise EvalSetupError("--policy model needs --model DIR (a checkpoint, e.g. from `pixelis model tiny`)")
-        try:
-            model, processor = load_policy(model_dir, dtype=cfg.model.dtype, device=cfg.model.device)
-        except CheckpointError as exc:
-            raise EvalSetupError(str(exc)) from None
-        chosen = ModelPolicy(model, processor)
+        chosen = ModelPolicy(*load_policy(checkpoint, dtype=cfg.model.dtype, device=cfg.model.device))
     title = f"Pixelis evaluation: {policy} policy on {data}"
     return evaluate(build_agent(cfg, chosen), samples, out_dir, cfg.eval.iou_threshold, cfg.eval.numeric_tolerance,
                     title=title, show_progress=show_progress, n_samples=cfg.agent.n_samples)

@@ -12,14 +12,13 @@ from pixelis.model.chat import (
     render_conversation,
     render_trajectory,
 )
-from pixelis.model.load import CheckpointError, checkpoint_info, load_policy
+from pixelis.model.load import checkpoint_info, load_policy
 from pixelis.model.lora import apply_lora, lora_from_config, trainable_parameter_summary
 from pixelis.model.processor import PixelisQwen2_5_VLProcessor, PixelisQwen3VLProcessor, load_processor
 from pixelis.model.tiny import SIZES, build_tiny_model
 
 __all__ = [
     "ChatTemplateError",
-    "CheckpointError",
     "PixelisQwen2_5_VLProcessor",
     "PixelisQwen3VLProcessor",
     "RenderedSample",
