@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pixelis.core.curriculum import CurriculumManager
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,19 +28,24 @@ def _script(name, *args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_example_1_train_builds_its_inputs_and_repeats_bitwise(tmp_path):
-    runs = []
-    for _ in range(2):  # no --out: each run gets a fresh directory, so the second is not refused
-        proc = _script("train.py", "--mode", "sft", "--seed", "42", "--deterministic", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def example_1_runs(tmp_path_factory):
+    """Example 1 run twice in one directory; no --out: each run gets a fresh `runs/...` directory."""
+    cwd = tmp_path_factory.mktemp("example1")
+    for _ in range(2):
+        proc = _script("train.py", "--mode", "sft", "--seed", "42", "--deterministic", cwd=cwd)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 2
-    for run in runs:
+    return sorted((cwd / "runs").iterdir())
+
+
+def test_example_1_train_builds_its_inputs_and_repeats_bitwise(example_1_runs):
+    assert len(example_1_runs) == 2, "the second run was not refused: it got its own directory"
+    for run in example_1_runs:
         assert (run / "final" / "model.safetensors").is_file() and (run / "data" / "train.jsonl").is_file()
         assert (run / "model" / "config.json").is_file()
-    log = (runs[0] / "pixelis.log").read_text()
+    log = (example_1_runs[0] / "pixelis.log").read_text()
     assert "data.path is not set: generating the synthetic suite" in log and "model.path is not set" in log
-    weights = [json.loads((run / "run.json").read_text())["artifacts"]["final_weights"] for run in runs]
+    weights = [json.loads((run / "run.json").read_text())["artifacts"]["final_weights"] for run in example_1_runs]
     assert weights[0] == weights[1]
 
 
@@ -52,7 +59,7 @@ class _Unpickled:
         return (Path.touch, (Path(self.marker),))
 
 
-def test_example_2_evaluate_refuses_pickles_and_runs_a_safetensors_model(tmp_path):
+def test_example_2_evaluate_refuses_pickles_and_runs_a_safetensors_model(tmp_path, example_1_runs):
     marker = tmp_path / "unpickled"
     (tmp_path / "model.pt").write_bytes(pickle.dumps(_Unpickled(marker)))
     proc = _script("evaluate.py", "--model", "model.pt", "--seed", "42", "--deterministic", cwd=tmp_path)
@@ -63,10 +70,9 @@ def test_example_2_evaluate_refuses_pickles_and_runs_a_safetensors_model(tmp_pat
     assert missing.returncode == 2 and len(errors) == 1 and "absent.safetensors" in errors[0]
     assert "Traceback" not in missing.stderr
 
-    train = _script("train.py", "--mode", "sft", "--seed", "42", "--deterministic", "--out", "trained", cwd=tmp_path)
-    assert train.returncode == 0, train.stderr[-3000:]
-    proc = _script("evaluate.py", "--model", "trained/final/model.safetensors", "--seed", "42", "--deterministic",
-                   "--out", "eval", cwd=tmp_path)
+    trained = example_1_runs[0] / "final" / "model.safetensors"
+    proc = _script("evaluate.py", "--model", str(trained), "--seed", "42", "--deterministic", "--out", "eval",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 2 and (tmp_path / "eval" / "data" / "test.jsonl").is_file()

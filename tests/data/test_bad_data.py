@@ -8,9 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from pixelis.cli import app
 from pixelis.core.errors import DataError
 from pixelis.core.trajectory import Trajectory, TrajectoryFileError, load_image, read_jsonl, write_jsonl
 from pixelis.data.benchmarks import DataFormatError, load_eval_data
@@ -110,33 +108,3 @@ def test_oversized_image_is_refused_by_every_loader(tmp_path, huge_png):
     (tmp_path / "vstar" / "item.json").write_text(json.dumps({"question": "Colour?", "options": ["red", "blue"]}))
     with pytest.raises(DataFormatError, match=rf"item.json: .*item.png: {HUGE}"):
         load_eval_data(tmp_path / "vstar")
-
-
-def _one_line_error(result) -> str:
-    """The CLI output of a refused run, checked to be exit code 2 without a traceback, joined onto one line."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    return " ".join(result.output.split())
-
-
-@pytest.mark.parametrize("content, bound, problem", [
-    (BROKEN["truncated"][0], [], "cannot read image: OSError: image file is truncated"),
-    (REAL_PNG, ["--set", "data.max_image_pixels=100"], "image of 64x48 = 3,072 pixels is larger than "
-                                                      "data.max_image_pixels = 100"),
-], ids=["truncated", "above_bound"])
-def test_train_cli_reports_a_bad_suite_image_in_one_line(tmp_path, content, bound, problem):
-    suite = tmp_path / "suite"
-    suite.mkdir()
-    path, image = _suite_with_image(suite, content)
-    shutil.copy(path, suite / "val.jsonl")
-    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--no-progress", *bound,
-                                      "--set", f"data.path={suite}", "--set", f"model.path={tmp_path / 'none'}"])
-    assert f"error: {path}:1: not a valid trajectory: {image}: {problem}" in _one_line_error(result)
-
-
-def test_eval_cli_applies_data_max_image_pixels(tmp_path):
-    (tmp_path / "a.png").write_bytes(REAL_PNG)
-    (tmp_path / "q.jsonl").write_text(json.dumps({"image": "a.png", "question": "q", "answer": "a"}) + "\n")
-    result = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "q.jsonl"), "--policy", "golden",
-                                      "--out", str(tmp_path / "run"), "--set", "data.max_image_pixels=100"])
-    assert f"{tmp_path / 'a.png'}: image of 64x48" in _one_line_error(result)

@@ -36,14 +36,6 @@ def test_a_second_run_into_a_finished_run_is_refused_unless_overwrite(tmp_path, 
     assert [json.loads(r)["step"] for r in (run / "curriculum.jsonl").read_text().splitlines()] == [2]
 
 
-def test_out_that_is_a_file_is_refused(tmp_path, train_suite_dir, tiny_model_dir):
-    (tmp_path / "taken").write_text("x")
-    result = _train(train_suite_dir, tiny_model_dir, "--out", str(tmp_path / "taken"))
-    assert result.exit_code == 2 and "is a file, not a directory" in result.output
-    result = _train(train_suite_dir, tiny_model_dir, "--out", str(tmp_path / "taken" / "run"))
-    assert result.exit_code == 2 and "cannot create the directory" in result.output
-
-
 def test_resume_keeps_the_run_history_also_when_it_fails(tmp_path, train_suite_dir, tiny_model_dir):
     run = tmp_path / "run"
     assert _train(train_suite_dir, tiny_model_dir, "--out", str(run), steps=8).exit_code == 0
