@@ -1,5 +1,6 @@
 """Config loading: YAML files, dotted overrides, round trips, and one clear error per bad input."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,12 @@ def test_override_wrong_type_and_into_a_value():
     )
     err = error_of(None, ["sft.max_steps=3", "sft.max_steps.x=1"])
     assert "'sft.max_steps' is a value (3), not a section" in str(err)
+
+
+@pytest.mark.parametrize("override", ["sft.learning_rate=inf", "sft.learning_rate=.nan", "tools.max_zoom=-.inf",
+                                      "agent.wall_time_s=.inf"])
+def test_config_floats_must_be_finite(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: input should be a finite number") as info:
+        load_config(None, [override])
+    assert info.value.key == key

@@ -54,6 +54,8 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(finished_run, tmp_p
     shutil.rmtree(run / "checkpoint-8")
     recipe = SFTRecipe(cfg, run, resume=run / "checkpoint-4", show_progress=False)
     recipe.load(run / "checkpoint-4")
+    steps = lambda name: [json.loads(r)["step"] for r in (run / name).read_text().splitlines()]  # noqa: E731
+    assert steps("train_history.jsonl") == [1, 2, 3, 4] and steps("curriculum.jsonl") == [4], "cut back on load"
     recipe.step = 8
 
     def killed(obj, file, *args, **kwargs):  # the process dies while writing the optimizer state

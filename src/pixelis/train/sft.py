@@ -302,7 +302,8 @@ class SFTRecipe:
         self.curriculum.load_state_dict(state["curriculum"])
         self.history = state["history"]
         if self.accelerator.is_main_process:
-            _truncate_jsonl(self.out_dir / "curriculum.jsonl", self.step)
+            for record in ("curriculum.jsonl", "train_history.jsonl"):
+                _truncate_jsonl(self.out_dir / record, self.step)
         log.info("resumed from %s at step %d (stage %s)", path, self.step, self.curriculum.current_stage.name)
 
     def save_final(self) -> Path:
