@@ -122,14 +122,20 @@ def test_a_dataset_error_under_train(tmp_path, train_suite_dir, tiny_model_dir):
 
 @pytest.mark.parametrize("command", [["train"], ["eval", "--policy", "golden"], ["demo"], ["model", "tiny"],
                                      ["data", "synth"]])
-@pytest.mark.parametrize("where", ["a file", "under a file"])
-def test_an_unusable_out(command, where, tmp_path, train_suite_dir):
+@pytest.mark.parametrize("where, message", [("a file", "is a file, not a directory"),
+                                            ("under a file", "cannot create the directory"),
+                                            ("a run", "is not empty (run.json); pass --overwrite")])
+def test_an_unusable_out(command, where, message, tmp_path, train_suite_dir):
     (tmp_path / "taken").write_text("x")
-    out = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "run"
+    out = {"a file": tmp_path / "taken", "under a file": tmp_path / "taken" / "run", "a run": tmp_path / "run"}[where]
+    if where == "a run":
+        out.mkdir()
+        (out / "run.json").write_text("{}")
     data = ["--data", str(train_suite_dir)] if command[0] == "eval" else []
     line = _error_line(CliRunner().invoke(app, [*command, *data, "--out", str(out)]))
-    assert str(out) in line
-    assert ("is a file, not a directory" if where == "a file" else "cannot create the directory") in line
+    assert str(out) in line and message in line
+    if where == "a run":
+        assert (out / "run.json").read_text() == "{}" and len(list(out.iterdir())) == 1, "nothing was touched"
 
 
 @pytest.mark.parametrize("name, damage, message", [
