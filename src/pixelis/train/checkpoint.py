@@ -11,6 +11,10 @@ A checkpoint is written into a hidden staging directory `.checkpoint-K.partial`,
 kill during a save leaves the previous checkpoints intact and nothing half-written under a `checkpoint-*` name.
 Loading checks every file, the weights against the recorded sha256, and the world size; a bad file is one
 `CheckpointError` naming it. The learning rate is a pure function of the step, so there is no scheduler state.
+
+Written by hand rather than with accelerate's `save_state`/`load_state`: its `load_state` swallows a failure to
+read the RNG states (logging only "Could not load random states") and unpickles `register_for_checkpointing`
+objects with `weights_only=False`, where a damaged file must stop the resume and nothing may be unpickled.
 """
 
 from __future__ import annotations
