@@ -1,11 +1,13 @@
 # Pixelis: two commands do everything on a fresh clone.
-#   make demo   create .venv, install pinned dependencies, run the main job (writes runs/demo/)
+#   make demo   create .venv, install pinned dependencies, run the main job (writes runs/demo/; an existing
+#               runs/demo is refused: `make demo DEMO_FLAGS=--overwrite` replaces it, DEMO_OUT=DIR writes elsewhere)
 #   make test   create or update .venv when needed, run the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
+DEMO_FLAGS ?=
 
 .PHONY: demo test lock clean
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/pixelis demo --config configs/demo.yaml --out $(DEMO_OUT)
+	$(VENV)/bin/pixelis demo --config configs/demo.yaml --out $(DEMO_OUT) $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
