@@ -137,6 +137,21 @@ def test_lr_is_a_pure_function_of_the_step(finished_run):
     assert lr_at(8, sft) == 0.0
 
 
+def test_lr_matches_transformers_cosine_schedule_bitwise():
+    """The 1-rank schedule is the one runs had before (transformers' warmup + cosine), to the last bit."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    sft = load_config(None, ["sft.max_steps=97", "sft.warmup_ratio=0.3", "sft.learning_rate=1e-3"]).sft
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=sft.learning_rate)
+    schedule = get_cosine_schedule_with_warmup(optimizer, int(sft.warmup_ratio * sft.max_steps), sft.max_steps)
+    reference = []
+    for _ in range(sft.max_steps):
+        reference.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert [lr_at(step, sft) for step in range(sft.max_steps)] == reference
+
+
 def test_a_non_finite_loss_stops_training_without_a_final_model(tmp_path, train_suite_dir, tiny_model_dir):
     cfg = load_config(None, sft_overrides(train_suite_dir, tiny_model_dir, steps=8,
                                        **{"sft.learning_rate": 1e30, "sft.save_interval": 1}))

@@ -89,8 +89,9 @@ def lr_at(step: int, cfg: Any) -> float:
     number of ranks: accelerate's prepared scheduler would step once per rank per step.
     """
     warmup = int(cfg.warmup_ratio * cfg.max_steps)
+    # base_lr * factor, the order transformers' cosine schedule uses: the same bits as its LambdaLR.
     if step < warmup:
-        return cfg.learning_rate * step / max(1, warmup)
+        return cfg.learning_rate * (step / max(1, warmup))
     progress = (step - warmup) / max(1, cfg.max_steps - warmup)
     return cfg.learning_rate * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
