@@ -45,7 +45,8 @@ def default_model(cfg: PixelisConfig, out: Path, suite: Path) -> Path:
         log.info("model.path is not set: reusing the tiny model built earlier in %s", model_dir)
         return model_dir
     log.info("model.path is not set: building the tiny %s model (seed %d) into %s", cfg.model.size, seed, model_dir)
-    return build_tiny_model(model_dir, seed=seed, size=cfg.model.size, corpus=corpus_texts(load_split(suite, "train")))
+    corpus = corpus_texts(load_split(suite, "train", cfg.data.max_image_pixels))
+    return build_tiny_model(model_dir, seed=seed, size=cfg.model.size, corpus=corpus)
 
 
 def resolve_inputs(cfg: PixelisConfig, out: Path, need_model: bool = True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +22,7 @@ from pixelis.cli.common import (
     start_run,
     command_group,
 )
-from pixelis.core.repro import record_artifact
+from pixelis.core.repro import file_sha256, record_artifact
 from pixelis.core.trajectory import Trajectory
 
 app = command_group("Synthetic task suite with golden tool-use trajectories.")
@@ -31,14 +30,6 @@ app = command_group("Synthetic task suite with golden tool-use trajectories.")
 
 def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @app.command()
@@ -75,7 +66,7 @@ def synth(
     except (ValueError, GenerationError) as exc:
         raise fail(str(exc)) from None
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "manifest.json"):
-        record_artifact(out, name, _sha256(out / name))
+        record_artifact(out, name, file_sha256(out / name))
     manifest = result.manifest
     table = Table(title=f"synthetic suite in {out} (seed {run.seed})")
     for column in ("family", "difficulty", "train", "val", "test", "traps"):

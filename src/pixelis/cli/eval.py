@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,7 @@ import typer
 
 from pixelis.cli.common import (ConfigOpt, DeterministicOpt, LogFormatOpt, LogLevelOpt, OutOpt, OverwriteOpt, SeedOpt,
                                 SetOpt, start_run)
-from pixelis.core.repro import record_artifact
+from pixelis.core.repro import file_sha256, record_artifact
 from pixelis.run_inputs import resolve_inputs
 
 # What `pixelis repro verify` compares. Neither file holds wall-clock timings (the samples/s rate is only shown
@@ -72,4 +71,4 @@ def evaluate(
 def _record_artifacts(out_dir: Path) -> None:
     """Hash each of `ARTIFACTS` into `out_dir/run.json`."""
     for name in ARTIFACTS:
-        record_artifact(out_dir, name, hashlib.sha256((out_dir / name).read_bytes()).hexdigest())
+        record_artifact(out_dir, name, file_sha256(out_dir / name))

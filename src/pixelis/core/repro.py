@@ -35,6 +35,7 @@ __all__ = [
     "capture_rng_state",
     "derive_seed",
     "enable_deterministic_mode",
+    "file_sha256",
     "get_determinism_settings",
     "get_reproducible_dataloader_kwargs",
     "get_system_info",
@@ -435,6 +436,15 @@ def write_run_manifest(
     if write:
         _write_json(path, data)
     return data
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def record_artifact(out_dir: str | Path, name: str, sha256: str) -> None:

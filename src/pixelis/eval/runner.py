@@ -14,8 +14,8 @@ from pixelis.agent.policies import ModelPolicy
 from pixelis.core.config import PixelisConfig
 from pixelis.core.errors import DataError
 from pixelis.core.tracing import TracedOperation
-from pixelis.core.trajectory import Trajectory, TrajectoryFileError, write_jsonl
-from pixelis.data.benchmarks import DataFormatError, load_eval_data
+from pixelis.core.trajectory import Trajectory, write_jsonl
+from pixelis.data.benchmarks import load_eval_data
 from pixelis.eval.metrics import compute_metrics
 from pixelis.eval.report import render_report
 from pixelis.eval.scoring import score_answer
@@ -92,7 +92,7 @@ def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = 
     checkpoint = policy_checkpoint(policy, model_dir)
     try:
         samples = load_eval_data(data, split=split, limit=limit, max_pixels=cfg.data.max_image_pixels)
-    except (DataFormatError, TrajectoryFileError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:  # the data-format errors are DataErrors already
         raise EvalSetupError(str(exc)) from None
     if not samples:
         raise EvalSetupError(f"{data}: no samples to evaluate")
