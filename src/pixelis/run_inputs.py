@@ -46,7 +46,7 @@ def default_model(cfg: PixelisConfig, out: Path, suite: Path) -> Path:
         return model_dir
     log.info("model.path is not set: building the tiny %s model (seed %d) into %s", cfg.model.size, seed, model_dir)
     corpus = corpus_texts(load_split(suite, "train", cfg.data.max_image_pixels))
-    return build_tiny_model(model_dir, seed=seed, size=cfg.model.size, corpus=corpus)
+    return build_tiny_model(model_dir, seed=seed, size=cfg.model.size, corpus=corpus, max_pixels=cfg.model.max_pixels)
 
 
 def resolve_inputs(cfg: PixelisConfig, out: Path, need_model: bool = True,

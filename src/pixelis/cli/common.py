@@ -126,12 +126,13 @@ def start_run(
     log_format: str | None,
     overwrite: bool = False,
     resume: Path | None = None,
+    resumable: bool = False,
 ) -> RunContext:
     """Load the config (CLI flags win over ``--set``, which wins over the file), then set up the run in ``out``.
 
     ``out=None`` picks a new ``runs/<command>-<time>`` directory. A non-empty ``out`` is refused unless
     ``overwrite`` (cleared first) or ``resume`` (the checkpoint the run continues from; its history is kept in
-    ``run.json``). Seeds everything, enables deterministic mode when asked, configures logging (console +
+    ``run.json``; ``resumable`` commands say so in the refusal). Seeds everything, enables deterministic mode when asked, configures logging (console +
     ``out/<logging.file>``) and tracing, writes ``out/config.yaml`` and ``out/run.json``, and logs the manifest
     and system info. A bad config prints one red line and exits with code 2.
     """
@@ -156,7 +157,7 @@ def start_run(
     # console only, so nothing of theirs can make rank 0 see a non-empty directory.
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
-        prepare_out_dir(out, overwrite=overwrite, resume=resume is not None, resumable=command.startswith("train"))
+        prepare_out_dir(out, overwrite=overwrite, resume=resume is not None, resumable=resumable)
     repro = cfg.reproducibility
     set_global_seed(repro.seed)
     if repro.deterministic:

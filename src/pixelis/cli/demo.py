@@ -15,6 +15,8 @@ DEMO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 
 def demo(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    pretrain: Annotated[bool, typer.Option("--pretrain/--no-pretrain", help="Grounding pre-training before SFT "
+                                           "(pretrain.* settings).")] = True,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -35,7 +37,7 @@ def demo(
                     overwrite=overwrite)
     from pixelis.demo import run_demo  # heavy imports only when running
 
-    result = run_demo(run.cfg, run.out_dir, show_progress=progress)
+    result = run_demo(run.cfg, run.out_dir, show_progress=progress, pretrain=pretrain)
     before, after = result["before"], result["after"]
     for name, m in (("untrained", before), ("after SFT", after)):
         typer.echo(f"{name:>10}: accuracy {m['accuracy']:.1%}, tool-call validity {m['tool_call_validity']:.1%}, "

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from pixelis.cli.common import OverwriteOpt, command_group
+from pixelis.cli.common import (ConfigOpt, DeterministicOpt, LogFormatOpt, LogLevelOpt, OutOpt, OverwriteOpt, SeedOpt,
+                                SetOpt, command_group, start_run)
 from pixelis.core.errors import DataError
 from pixelis.core.rundir import prepare_out_dir
 
-app = command_group("Model checkpoints: build the tiny offline model, inspect a checkpoint.")
+app = command_group("Model checkpoints: build the tiny offline model, pre-train it on grounding, inspect one.")
 
 # The sizes of pixelis.model.tiny.SIZES, listed here because importing that module loads transformers (seconds).
 Size = StrEnum("Size", {name: name for name in ("xs", "s", "m")})
@@ -54,6 +55,48 @@ def tiny(
     info = checkpoint_info(path)
     typer.echo(f"parameters: {info['parameters']:,}")
     typer.echo(f"path: {path}")
+
+
+@app.command()
+def pretrain(
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint directory to start from (e.g. `pixelis model tiny`).")],
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps (default: pretrain.max_steps).")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue from RUN/checkpoint-K (or RUN: its latest checkpoint); --out defaults to RUN.")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    seed: SeedOpt = None,
+    deterministic: DeterministicOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Grounding pre-training on generated images (boxes, points, colours, shapes, large labels).
+
+    Writes RUN/final (the pre-trained checkpoint, its aux head and grounding.json), RUN/grounding.json and
+    grounding.png (held-out metrics on images never trained on, per object size) and checkpoints.
+    Example: pixelis model pretrain --model runs/tiny --out runs/pretrain --steps 3000 --seed 0 --deterministic
+    """
+    from pixelis.model.load import checkpoint_dir
+    from pixelis.train.checkpoint import resume_target
+
+    model_dir = checkpoint_dir(model)
+    if resume is not None:
+        resume = resume_target(resume)
+        out = out if out is not None else resume.parent
+    step_override = [f"pretrain.max_steps={steps}"] if steps is not None else []
+    run = start_run("model-pretrain", out, config, [*(overrides or []), *step_override], seed, deterministic,
+                    log_level, log_format, overwrite=overwrite, resume=resume, resumable=True)
+    from pixelis.eval.grounding import grounding_table
+    from pixelis.train.pretrain import pretrain as run_pretrain  # heavy imports only when training
+
+    result = run_pretrain(run.cfg, run.out_dir, model_dir, resume=resume, show_progress=progress)
+    typer.echo("\n".join(grounding_table(result.heldout)))
+    typer.echo(f"pre-trained model: {result.final_model_dir}  (steps {result.steps}, loss {result.last_loss:.4f}, "
+               f"weights sha256 {result.weights_sha256[:16]})")
 
 
 @app.command()

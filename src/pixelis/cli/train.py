@@ -44,17 +44,13 @@ def train(
     """
     if mode is Mode.rft:
         raise fail("--mode rft (curiosity-coherence RL) is not implemented yet; it is phase 2 of the roadmap")
-    from pixelis.train.checkpoint import latest_checkpoint
+    from pixelis.train.checkpoint import resume_target
 
     if resume is not None:
-        if resume.is_dir() and not (resume / "state.json").is_file():  # a run directory: its latest checkpoint
-            latest = latest_checkpoint(resume)
-            if latest is None:
-                raise fail(f"--resume {resume}: no checkpoint-K directory in it to resume from")
-            resume = latest
+        resume = resume_target(resume)
         out = out if out is not None else resume.parent
     run = start_run(f"train-{mode}", out, config, overrides or [], seed, deterministic, log_level, log_format,
-                    overwrite=overwrite, resume=resume)
+                    overwrite=overwrite, resume=resume, resumable=True)
     from pixelis.train.sft import train_sft  # heavy imports only when training
 
     result = train_sft(run.cfg, run.out_dir, resume=resume, show_progress=progress,

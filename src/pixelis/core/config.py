@@ -118,6 +118,9 @@ class LoraConfig(_Section):
 class ModelConfig(_Section):
     path: str | None = Field(None, description="Local HF checkpoint directory; None builds the tiny offline model.")
     size: Literal["xs", "s", "m"] = Field("s", description="Tiny offline model size when path is None.")
+    max_pixels: int = Field(256 * 256, ge=64 * 64, description="Largest image area (px) the processor of the tiny "
+                            "model built when path is None resizes to: 256x256 gives 64 visual tokens (16 px "
+                            "patches merged 2x2).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device; auto picks cuda when available.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
@@ -191,6 +194,32 @@ class SftConfig(_Section):
     )
 
 
+GroundingTask = Literal["box", "point", "color", "shape", "label"]
+"""The grounding pre-training tasks (see `pixelis.data.grounding`)."""
+
+
+class PretrainConfig(_Section):
+    max_steps: int = Field(3000, ge=1, description="Optimizer steps of grounding pre-training.")
+    batch_size: int = Field(16, ge=1, description="Generated samples per step (per process).")
+    learning_rate: float = Field(1e-3, gt=0.0, description="Peak learning rate (all weights are trained).")
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0, description="Fraction of steps with linear warmup.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    task_weights: dict[GroundingTask, float] = Field(
+        default_factory=lambda: {"box": 1.0, "point": 1.0, "color": 0.5, "shape": 0.5, "label": 0.25},
+        description="Sampling weights of the grounding tasks (box, point, color, shape, label).")
+    aux_weight: float = Field(1.0, ge=0.0, description="Weight of the aux box head's loss on the calls (0: no head).")
+    heldout_samples: int = Field(400, ge=1, description="Held-out samples (unseen images) scored at each evaluation.")
+    eval_interval: int = Field(1000, ge=1, description="Steps between held-out evaluations (and the last step).")
+    save_interval: int = Field(1000, ge=1, description="Steps between checkpoints (and the last step).")
+
+    @field_validator("task_weights")
+    @classmethod
+    def _usable_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError(f"task weights must be >= 0 and not all zero, got {weights}")
+        return weights
+
+
 class EvalConfig(_Section):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items; None for all.")
     iou_threshold: float = Field(0.5, ge=0.0, le=1.0, description="IoU counted as a correct box.")
@@ -209,6 +238,9 @@ class PixelisConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset or synthetic suite.")
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Limits and backends of the pixel tools.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Multi-turn agent loop limits.")
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig, description="Grounding pre-training of the tiny model (`pixelis model pretrain`)."
+    )
     sft: SftConfig = Field(default_factory=SftConfig, description="Supervised fine-tuning.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     curriculum: CurriculumConfig = Field(

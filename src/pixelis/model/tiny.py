@@ -217,6 +217,36 @@ def tiny_config(family: Family, size: str, tokenizer: PreTrainedTokenizerFast) -
     raise ValueError(f"unknown model family {family!r}; choose qwen3_vl or qwen2_5_vl")
 
 
+def sincos_position_table(side: int, dim: int) -> torch.Tensor:
+    """A (side*side, dim) table of 2D sine-cosine features of each grid cell's (row, column), as in MAE.
+
+    Half the channels encode the row, half the column, at geometrically spaced frequencies.
+    """
+    quarter = dim // 4
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=torch.float64) / max(1, quarter)))
+    rows, cols = torch.meshgrid(torch.arange(side, dtype=torch.float64), torch.arange(side, dtype=torch.float64),
+                                indexing="ij")
+    parts = []
+    for axis in (rows.reshape(-1), cols.reshape(-1)):
+        angles = axis[:, None] * omega[None, :]
+        parts += [angles.sin(), angles.cos()]
+    table = torch.cat(parts, dim=1)
+    return torch.nn.functional.pad(table, (0, dim - table.shape[1])).float()
+
+
+def _init_vision_positions(model: torch.nn.Module) -> None:
+    """Start Qwen3-VL's learned vision position table from 2D sine-cosine features instead of noise.
+
+    The table is resampled to every image's patch grid with corners aligned, so each patch then carries its
+    position relative to the image -- what the 0-1000 coordinate grid measures. From random noise a 4M-parameter
+    model did not learn to localise in 10k images (box IoU >= 0.5 on 0% of held-out objects).
+    """
+    visual = model.model.visual
+    side = visual.num_grid_per_side
+    with torch.no_grad():
+        visual.pos_embed.weight.copy_(sincos_position_table(side, visual.pos_embed.embedding_dim))
+
+
 def build_processor(
     family: Family,
     tokenizer: PreTrainedTokenizerFast,
@@ -262,6 +292,8 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    if family == "qwen3_vl":
+        _init_vision_positions(model)
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tokenizer.pad_token_id,

@@ -118,6 +118,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def resume_target(resume: Path) -> Path:
+    """The checkpoint `--resume` names: `RUN/checkpoint-K` itself, or the latest checkpoint of a run directory."""
+    if resume.is_dir() and not (resume / "state.json").is_file():
+        latest = latest_checkpoint(resume)
+        if latest is None:
+            raise CheckpointError(f"--resume {resume}: no checkpoint-K directory in it to resume from")
+        return latest
+    return resume
+
+
 def read_state(path: Path) -> dict[str, Any]:
     """`state.json` of the checkpoint at `path` (a `checkpoint-K` directory), checked to be readable."""
     if not path.is_dir():
@@ -127,7 +137,7 @@ def read_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing state.json")
     with reading(file, CheckpointError, "the checkpoint state"):
         state = json.loads(file.read_text(encoding="utf-8"))
-        missing = [k for k in ("step", "world_size", "weights_sha256", "config", "curriculum", "history")
+        missing = [k for k in ("step", "world_size", "weights_sha256", "config", "history")
                    if k not in state]
         if missing:
             raise CheckpointError(f"{file}: not a Pixelis checkpoint state (missing {', '.join(missing)})")

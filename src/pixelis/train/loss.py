@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelis.core.trajectory import Trajectory
+from pixelis.model.chat import MODEL_INPUT_KEYS
 
 
 def masked_imitation_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -102,3 +103,21 @@ def aux_argument_loss(head: ArgumentHead, hidden_states: torch.Tensor, aux: AuxB
         return hidden_states.sum() * 0.0
     picked = hidden_states[aux.batch_index.to(hidden_states.device), aux.position.to(hidden_states.device)]
     return F.smooth_l1_loss(head(picked), aux.target.to(hidden_states.device))
+
+
+def batch_losses(model: nn.Module, head: ArgumentHead | None, batch: dict[str, Any],
+                 targets: list[list[list[float] | None]] | None, aux_weight: float,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """`loss_lm` (masked imitation) of a collated batch, plus `loss_aux` when a head and the per-sample call
+    targets are given; `loss` is `loss_lm + aux_weight * loss_aux`."""
+    inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
+    out = model(**inputs, output_hidden_states=head is not None)
+    lm = masked_imitation_loss(out.logits, inputs["input_ids"], batch["weights"].to(device))
+    losses = {"loss_lm": lm}
+    total = lm
+    if head is not None and targets is not None:
+        aux = aux_argument_loss(head, out.hidden_states[-1], AuxBatch.build(batch["call_token_positions"], targets))
+        losses["loss_aux"] = aux
+        total = lm + aux_weight * aux
+    losses["loss"] = total
+    return losses

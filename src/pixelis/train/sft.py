@@ -30,13 +30,13 @@ from pixelis.agent.policies import ModelPolicy
 from pixelis.agent.prompt import ToolPrompt
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
-from pixelis.core.errors import DataError, TrainingError
+from pixelis.core.errors import CheckpointError, DataError, TrainingError
 from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, read_jsonl, write_jsonl
 from pixelis.eval.metrics import compute_metrics
 from pixelis.eval.scoring import score_answer
-from pixelis.model.chat import MODEL_INPUT_KEYS, collate, render_trajectory
+from pixelis.model.chat import collate, render_trajectory
 from pixelis.model.load import load_policy, resolve_device
 from pixelis.model.lora import lora_from_config
 from pixelis.tools.base import ToolLimits
@@ -44,7 +44,7 @@ from pixelis.tools.registry import ToolRegistry
 from pixelis.run_inputs import resolve_inputs
 from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, staging_dir,
                                       weights_hash, write_rank_state, write_shared_state)
-from pixelis.train.loss import ArgumentHead, AuxBatch, aux_argument_loss, call_targets, masked_imitation_loss
+from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
 from pixelis.train.sampler import CurriculumSampler
 
 log = logging.getLogger("pixelis.sft")
@@ -72,12 +72,12 @@ def _load_split(suite: Path, split: str, max_pixels: int) -> list[Trajectory]:
     return samples
 
 
-def _interleave_families(indices: list[int], samples: list[Trajectory]) -> list[int]:
-    """`indices` reordered round-robin over task families, so any prefix covers every family (the splits are
-    sorted by family; a plain prefix would evaluate one family only)."""
+def _interleave_families(indices: list[int], samples: list[Trajectory], key: str = "family") -> list[int]:
+    """`indices` reordered round-robin over task families (or another metadata `key`), so any prefix covers every
+    family (the splits are sorted by family; a plain prefix would evaluate one family only)."""
     by_family: dict[str, list[int]] = {}
     for i in indices:
-        by_family.setdefault(samples[i].metadata.get("family", ""), []).append(i)
+        by_family.setdefault(samples[i].metadata.get(key, ""), []).append(i)
     columns = list(by_family.values())
     return [col[k] for k in range(max(map(len, columns), default=0)) for col in columns if k < len(col)]
 
@@ -187,19 +187,8 @@ class SFTRecipe:
 
     def _forward_loss(self, indices: list[int], rendered: list[Any], targets: list[Any] | None) -> dict[str, Any]:
         batch = collate([rendered[i] for i in indices], self.pad_id, self.cfg.sft.action_token_weight)
-        device = self.accelerator.device
-        inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
-        out = self.model(**inputs, output_hidden_states=self.head is not None)
-        lm = masked_imitation_loss(out.logits, inputs["input_ids"], batch["weights"].to(device))
-        losses = {"loss_lm": lm}
-        total = lm
-        if self.head is not None and targets is not None:
-            aux_batch = AuxBatch.build(batch["call_token_positions"], [targets[i] for i in indices])
-            aux = aux_argument_loss(self.head, out.hidden_states[-1], aux_batch)
-            losses["loss_aux"] = aux
-            total = lm + self.cfg.sft.aux_weight * aux
-        losses["loss"] = total
-        return losses
+        return batch_losses(self.model, self.head, batch, None if targets is None else [targets[i] for i in indices],
+                            self.cfg.sft.aux_weight, self.accelerator.device)
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step over `grad_accum` micro-batches drawn from the current curriculum mixture."""
@@ -242,13 +231,15 @@ class SFTRecipe:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out loss on the current stage's difficulties and agent metrics from real rollouts (the rollouts
-        are kept in `RUN/rollouts/step-K.jsonl`)."""
+        """Held-out loss on the current mixture's difficulties and agent metrics from real rollouts, overall and
+        per difficulty pool as `<metric>/<pool>` (the rollouts are kept in `RUN/rollouts/step-K.jsonl`)."""
         self.model.eval()
         pools = self._stage_pools()
         val_idx = _interleave_families(
             [i for i, t in enumerate(self.val_set) if t.metadata.get("difficulty") in pools]
             or list(range(len(self.val_set))), self.val_set)
+        if self.cfg.curriculum.strategy == "learning_progress":  # its slopes are per pool: roll out every pool
+            val_idx = _interleave_families(val_idx, self.val_set, key="difficulty")
         loss_idx = val_idx[: self.cfg.sft.eval_loss_samples]
         losses = [self._forward_loss([i], self.val_rendered, None)["loss_lm"].item() for i in loss_idx]
         rollout_samples = [self.val_set[i] for i in val_idx[: self.cfg.sft.eval_rollouts]]
@@ -262,9 +253,13 @@ class SFTRecipe:
                                                     self.cfg.eval.numeric_tolerance)
         if self.accelerator.is_main_process:  # what the policy actually wrote, to read alongside the metrics
             write_jsonl(self.out_dir / "rollouts" / f"step-{self.step:06d}.jsonl", predictions)
+        agent_metrics = ("accuracy", "tool_call_validity", "rapr")
         metrics = compute_metrics(predictions)
-        return {"eval_loss": sum(losses) / len(losses), "accuracy": metrics["accuracy"],
-                "tool_call_validity": metrics["tool_call_validity"], "rapr": metrics["rapr"]}
+        out = {"eval_loss": sum(losses) / len(losses), **{k: metrics[k] for k in agent_metrics}}
+        for pool in sorted({p.metadata.get("difficulty", "unknown") for p in predictions}):  # e.g. accuracy/hard
+            per_pool = compute_metrics([p for p in predictions if p.metadata.get("difficulty", "unknown") == pool])
+            out.update({f"{k}/{pool}": per_pool[k] for k in agent_metrics})
+        return out
 
     # ------------------------------------------------------------------------------------------ save
 
@@ -294,6 +289,8 @@ class SFTRecipe:
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint, each rank its own sampler and RNG; records after its step are dropped."""
+        if "curriculum" not in read_state(path):
+            raise CheckpointError(f"--resume {path}: not an SFT checkpoint (it has no curriculum state)")
         state = load_checkpoint(path, model=self.accelerator.unwrap_model(self.model),
                                 head=None if self.head is None else self.accelerator.unwrap_model(self.head),
                                 optimizer=self.optimizer, rank=self.accelerator.process_index,

@@ -1,0 +1,233 @@
+"""Grounding pre-training: teach a (tiny) model to locate, point at and name objects before SFT.
+
+A real Qwen3-VL arrives pre-trained on grounding; the tiny model arrives blind. This stage trains all weights
+on generated grounding tasks (`pixelis.data.grounding`: boxes, points, colours, shapes, large labels), in the
+agent's own text forms, so SFT starts from a policy that can see. Every step draws fresh samples from the
+seeded `train` stream (sample index = step x batch), so a run sees `max_steps x batch_size` distinct images
+and resumes exactly without any sampler state. Every `pretrain.eval_interval` steps the policy answers the
+fixed held-out stream (images never seen in training) by greedy generation, scored per task and object size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import save_file
+
+from pixelis.core.config import ConfigError, PixelisConfig, config_hash
+from pixelis.core.errors import CheckpointError, TrainingError
+from pixelis.core.repro import record_artifact, write_run_manifest
+from pixelis.core.tracing import TracedOperation
+from pixelis.eval.grounding import evaluate_grounding
+from pixelis.model.chat import collate, render_trajectory
+from pixelis.model.load import load_policy, resolve_device
+from pixelis.data.grounding import grounding_sample
+from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, staging_dir, weights_hash,
+                                      write_rank_state, write_shared_state)
+from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
+from pixelis.train.sft import lr_at
+
+log = logging.getLogger("pixelis.pretrain")
+RECIPE = "pretrain"
+# Config sections a resumed pre-training run must share with its checkpoint (the others do not affect it).
+RESUME_CHECKED = ("pretrain.", "reproducibility.", "model.")
+
+
+@dataclass
+class PretrainResult:
+    """What a finished pre-training run produced."""
+
+    out_dir: Path
+    final_model_dir: Path
+    steps: int
+    last_loss: float
+    weights_sha256: str
+    heldout: dict[str, Any]
+
+
+class PretrainRecipe:
+    """One grounding pre-training run of the checkpoint at `model_dir` into `out_dir`; call `run()`."""
+
+    def __init__(self, cfg: PixelisConfig, out_dir: Path, model_dir: Path, resume: Path | None = None,
+                 show_progress: bool = True):
+        self.cfg, self.out_dir, self.resume, self.show_progress = cfg, Path(out_dir), resume, show_progress
+        self.accelerator = Accelerator(cpu=resolve_device(cfg.model.device).type == "cpu")
+        if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
+                               sys.argv, extra={"command": "model-pretrain (library call)"})
+        self.model, self.processor = load_policy(model_dir, dtype=cfg.model.dtype, device=str(self.accelerator.device))
+        hidden = self.model.config.get_text_config().hidden_size
+        self.head = ArgumentHead(hidden) if cfg.pretrain.aux_weight > 0 else None
+        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.pretrain.learning_rate,
+                                           weight_decay=cfg.pretrain.weight_decay,
+                                           fused=self.accelerator.device.type in ("cpu", "cuda"))
+        prepared = self.accelerator.prepare(self.model, self.optimizer, *([self.head] if self.head is not None else []))
+        self.model, self.optimizer = prepared[:2]
+        self.head = prepared[2] if self.head is not None else None
+        self.pad_id = self.processor.tokenizer.pad_token_id
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+    def _unwrapped_head(self) -> ArgumentHead | None:
+        return None if self.head is None else self.accelerator.unwrap_model(self.head)
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def batch_indices(self, step: int) -> range:
+        """The `train` stream indices this process trains on at `step` (disjoint across processes)."""
+        size, world, rank = self.cfg.pretrain.batch_size, self.accelerator.num_processes, self.accelerator.process_index
+        start = (step * world + rank) * size
+        return range(start, start + size)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step on freshly generated samples."""
+        cfg = self.cfg.pretrain
+        self.model.train()
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        trajectories = [grounding_sample(self.cfg.reproducibility.seed, "train", i, cfg.task_weights).trajectory()
+                        for i in self.batch_indices(self.step)]
+        batch = collate([render_trajectory(self.processor, t) for t in trajectories], self.pad_id)
+        losses = batch_losses(self.model, self.head, batch, [call_targets(t) for t in trajectories], cfg.aux_weight,
+                              self.accelerator.device)
+        self.accelerator.backward(losses["loss"])
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        logged = {k: v.item() for k, v in losses.items()}
+        if not math.isfinite(logged["loss"]):
+            raise TrainingError(f"non-finite pre-training loss ({logged['loss']}) at step {self.step + 1}; lower "
+                                "pretrain.learning_rate (nothing was saved for this step)")
+        self.step += 1
+        return {**logged, "lr": lr}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out grounding metrics of the current weights (rank 0's numbers; every rank computes them)."""
+        result = evaluate_grounding(self.accelerator.unwrap_model(self.model), self.processor,
+                                    self.cfg.pretrain.heldout_samples, self.cfg.pretrain.task_weights)
+        if self.accelerator.is_main_process:
+            path = self.out_dir / "heldout" / f"step-{self.step:06d}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in result["samples"]), encoding="utf-8")
+        return result["metrics"]
+
+    # ------------------------------------------------------------------------------------------ save
+
+    def save(self) -> Path:
+        """Write `RUN/checkpoint-K` atomically (weights, head, optimizer, RNG, history)."""
+        path = self.out_dir / f"checkpoint-{self.step}"
+        main = self.accelerator.is_main_process
+        staging = staging_dir(path) if main else path.with_name(f".{path.name}.partial")
+        self.accelerator.wait_for_everyone()
+        write_rank_state(staging, self.accelerator.process_index, {})
+        if main:
+            state = {"recipe": RECIPE, "step": self.step, "world_size": self.accelerator.num_processes,
+                     "history": self.history, "config_hash": config_hash(self.cfg),
+                     "config": self.cfg.model_dump(mode="json")}
+            state = write_shared_state(staging, model=self.accelerator.unwrap_model(self.model),
+                                       head=self._unwrapped_head(), optimizer=self.optimizer, state=state)
+        self.accelerator.wait_for_everyone()
+        if main:
+            commit_dir(staging, path)
+            record_artifact(self.out_dir, f"checkpoint-{self.step}", state["weights_sha256"])
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load(self, path: Path) -> None:
+        """Continue from a pre-training checkpoint (an SFT checkpoint is refused)."""
+        saved = read_state(path)
+        if saved.get("recipe") != RECIPE:
+            raise CheckpointError(f"--resume {path}: not a grounding pre-training checkpoint")
+        changes = [c for c in config_changes(saved["config"], self.cfg.model_dump(mode="json"))
+                   if c.startswith(RESUME_CHECKED)]
+        if changes:
+            raise ConfigError(f"--resume {path}: the config differs from the checkpoint's: {'; '.join(changes)}; "
+                              "restore it to resume exactly", key=changes[0].split(":")[0])
+        state = load_checkpoint(path, model=self.accelerator.unwrap_model(self.model), head=self._unwrapped_head(),
+                                optimizer=self.optimizer, rank=self.accelerator.process_index,
+                                world_size=self.accelerator.num_processes)
+        self.step, self.history = state["step"], state["history"]
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save_final(self, heldout: dict[str, Any]) -> Path:
+        """The pre-trained model as a loadable checkpoint, with its aux head and held-out metrics."""
+        final = self.out_dir / "final"
+        if self.accelerator.is_main_process:
+            staging = staging_dir(final)
+            self.accelerator.unwrap_model(self.model).save_pretrained(staging, safe_serialization=True)
+            self.processor.save_pretrained(staging)
+            head = self._unwrapped_head()
+            if head is not None:
+                save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(staging / "aux_head.safetensors"))
+            (staging / "grounding.json").write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")
+            commit_dir(staging, final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def run(self) -> PretrainResult:
+        """Train to `pretrain.max_steps` (resuming first when asked), evaluating and saving on the way."""
+        cfg = self.cfg.pretrain
+        if self.resume is not None:
+            self.load(self.resume)
+        columns = (TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        last: dict[str, float] = {"loss": float("nan")}
+        heldout: dict[str, Any] = self.history[-1].get("heldout", {}) if self.history else {}
+        show = self.show_progress and self.accelerator.is_main_process
+        with TracedOperation("pretrain.run", "train", {"max_steps": cfg.max_steps}), \
+                Progress(*columns, disable=not show) as progress:
+            task = progress.add_task("pretrain", total=cfg.max_steps, completed=self.step, info="")
+            while self.step < cfg.max_steps:
+                last = self.train_step()
+                record: dict[str, Any] = {"step": self.step, **last}
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                    with TracedOperation("pretrain.evaluate", "train", {"step": self.step}):
+                        heldout = self.evaluate()
+                    record["heldout"] = heldout
+                    log.info("step %d held-out %s", self.step, json.dumps(headline(heldout)))
+                self.history.append(record)
+                if self.step % cfg.save_interval == 0 or self.step == cfg.max_steps:
+                    self.save()
+                info = f"loss {last['loss']:.3f} lr {last['lr']:.2e}"
+                progress.update(task, completed=self.step, info=info)
+                if not show and self.step % 50 == 0:
+                    log.info("step %d/%d %s", self.step, cfg.max_steps, info)
+        final = self.save_final(heldout)
+        digest = weights_hash(self.accelerator.unwrap_model(self.model))
+        if self.accelerator.is_main_process:
+            record_artifact(self.out_dir, "final_weights", digest)
+            (self.out_dir / "pretrain_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            (self.out_dir / "grounding.json").write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")
+            from pixelis.eval.grounding import plot_history
+
+            plot_history(self.history, self.out_dir / "grounding.png")
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+        log.info("pre-training done: %d steps, loss %.4f, weights sha256 %s, model at %s", self.step, last["loss"],
+                 digest[:16], final)
+        return PretrainResult(self.out_dir, final, self.step, last["loss"], digest, heldout)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The held-out numbers worth a log line: box IoU>=0.5, point-in-box, attribute and label accuracy."""
+    keys = ("box_iou50", "point_in_box", "attribute_accuracy", "label_accuracy", "valid")
+    return {k: round(metrics[k], 3) for k in keys if metrics.get(k) is not None}
+
+
+def pretrain(cfg: PixelisConfig, out_dir: Path, model_dir: Path, resume: Path | None = None,
+             show_progress: bool = True) -> PretrainResult:
+    """Run grounding pre-training as configured; see `PretrainRecipe`."""
+    return PretrainRecipe(cfg, out_dir, model_dir, resume, show_progress).run()
