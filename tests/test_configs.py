@@ -17,7 +17,8 @@ ROOT = CONFIGS.parent
 SMALL = ["data.n=18", "data.families=[attribute,track,temporal]", "data.val_fraction=0.25", "data.test_fraction=0.25",
          "data.workers=1", "model.size=xs", "sft.max_steps=2", "sft.save_interval=2", "sft.batch_size=2",
          "sft.eval_rollouts=1", "sft.eval_loss_samples=2", "sft.report_to=[]", "curriculum.evaluation_interval=2",
-         "agent.max_new_tokens=8", "agent.max_turns=2", "agent.tool_prompt=compact", "eval.limit=3"]
+         "agent.max_new_tokens=8", "agent.max_turns=2", "agent.tool_prompt=compact", "eval.limit=3",
+         "pretrain.max_steps=2", "pretrain.batch_size=2", "pretrain.heldout_samples=2"]
 
 
 def run_lines(config: Path) -> list[list[str]]:
@@ -60,6 +61,11 @@ def test_run_line_works(name, index, args, tmp_path, monkeypatch):
     if args[0] == "demo":
         report = (out / "report.md").read_text()
         assert "| metric | untrained | after SFT |" in report and "## Curriculum timeline" in report
+        if "--no-pretrain" in args:
+            assert "## Grounding pre-training" not in report and not (out / "pretrain").exists()
+        else:
+            assert "## Grounding pre-training" in report and "| box_iou50 |" in report
+            assert json.loads((out / "pretrain" / "run.json").read_text())["artifacts"]["final_weights"]
         assert (out / "sft" / "curriculum.png").is_file() and (out / "eval-after" / "metrics.json").is_file()
     if args[0] == "train":
         assert (out / "final" / "model.safetensors").is_file() and (out / "data" / "train.jsonl").is_file()

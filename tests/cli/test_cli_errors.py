@@ -121,11 +121,12 @@ def test_a_dataset_error_under_train(tmp_path, train_suite_dir, tiny_model_dir):
 
 
 @pytest.mark.parametrize("command", [["train"], ["eval", "--policy", "golden"], ["demo"], ["model", "tiny"],
-                                     ["data", "synth"]])
+                                     ["model", "pretrain", "--model", "TINY"], ["data", "synth"]])
 @pytest.mark.parametrize("where, message", [("a file", "is a file, not a directory"),
                                             ("under a file", "cannot create the directory"),
                                             ("a run", "is not empty (run.json); pass --overwrite")])
-def test_an_unusable_out(command, where, message, tmp_path, train_suite_dir):
+def test_an_unusable_out(command, where, message, tmp_path, train_suite_dir, tiny_model_dir):
+    command = [str(tiny_model_dir) if arg == "TINY" else arg for arg in command]
     (tmp_path / "taken").write_text("x")
     out = {"a file": tmp_path / "taken", "under a file": tmp_path / "taken" / "run", "a run": tmp_path / "run"}[where]
     if where == "a run":

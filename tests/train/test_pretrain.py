@@ -2,6 +2,7 @@
 held-out metrics on images never trained on."""
 
 import json
+import subprocess
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 
 from pixelis.cli import app
 from pixelis.model.load import load_policy
+from sft_args import BIN
 
 runner = CliRunner()
 SMALL = {"pretrain.batch_size": 2, "pretrain.heldout_samples": 4, "pretrain.eval_interval": 2,
@@ -32,11 +34,16 @@ def _final_hash(run):
 
 
 def test_same_seed_same_weights_and_the_weights_move(tmp_path, tiny_model_dir):
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    for run, seed in ((a, 0), (b, 0), (c, 1)):
-        result = _pretrain(tiny_model_dir, run, seed=seed)
-        assert result.exit_code == 0, result.output
-    assert _final_hash(a) == _final_hash(b) != _final_hash(c)
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={v}")]
+    verify = subprocess.run(
+        [str(BIN / "pixelis"), "repro", "verify", "--workdir", str(tmp_path / "verify"), "--",
+         str(BIN / "pixelis"), "model", "pretrain", "--model", str(tiny_model_dir), "--steps", "4", "--seed", "0",
+         "--deterministic", "--no-progress", *sets], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    a, c = tmp_path / "verify" / "run-0", tmp_path / "c"
+    result = _pretrain(tiny_model_dir, c, seed=1)
+    assert result.exit_code == 0, result.output
+    assert _final_hash(a) != _final_hash(c), "another seed draws other images"
     before, _ = load_policy(tiny_model_dir, dtype="float32", device="cpu")
     after, _ = load_policy(a / "final", dtype="float32", device="cpu")
     moved = [n for (n, p), q in zip(before.named_parameters(), after.parameters()) if not torch.equal(p, q)]
@@ -80,3 +87,22 @@ def test_ordinary_mistakes_are_one_error_line(tmp_path, tiny_model_dir):
         {"step": 2, "world_size": 1, "weights_sha256": "0", "config": {}, "history": [], "curriculum": {}}))
     refused = _pretrain(tiny_model_dir, not_ours, "--resume", str(not_ours / "checkpoint-2"))
     assert refused.exit_code == 2 and "not a grounding pre-training checkpoint" in refused.output
+
+
+def test_sft_starts_from_the_pretrained_head_and_refuses_a_pretraining_checkpoint(tmp_path, tiny_model_dir,
+                                                                                   train_suite_dir):
+    from safetensors.torch import load_file
+
+    from pixelis.core.config import load_config
+    from pixelis.train.sft import SFTRecipe
+    from sft_args import sft_overrides, train_cmd
+
+    run = tmp_path / "run"
+    assert _pretrain(tiny_model_dir, run, steps=2).exit_code == 0
+    cfg = load_config(None, sft_overrides(train_suite_dir, run / "final", steps=2, **{"sft.aux_head": "true"}))
+    head = SFTRecipe(cfg, tmp_path / "sft-run", show_progress=False).head.state_dict()
+    saved = load_file(str(run / "final" / "aux_head.safetensors"))
+    assert set(head) == set(saved) and all(torch.equal(head[k], saved[k]) for k in saved)
+    refused = runner.invoke(app, train_cmd(train_suite_dir, tiny_model_dir, "--resume", str(run / "checkpoint-2"),
+                                           "--out", str(tmp_path / "sft")))
+    assert refused.exit_code == 2 and "not an SFT checkpoint" in refused.output and "Traceback" not in refused.output

@@ -13,7 +13,7 @@ from pixelis.core.config import ConfigError, load_config
 from pixelis.core.repro import enable_deterministic_mode, set_global_seed
 from pixelis.core.trajectory import Trajectory, read_jsonl
 from pixelis.core.errors import DataError
-from pixelis.train.sft import _interleave_families, train_sft
+from pixelis.train.sft import _round_robin, train_sft
 from sft_args import BIN, sft_overrides, train_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +112,18 @@ def test_two_ranks_follow_the_one_rank_schedule_and_resume_exactly(tmp_path, tra
 def test_validation_subsets_cover_every_family():
     families = ["count", "count", "count", "track", "track", "temporal"]
     samples = [Trajectory(id=str(i), question="q", metadata={"family": f}) for i, f in enumerate(families)]
-    order = _interleave_families(list(range(6)), samples)
+    order = _round_robin(list(range(6)), samples)
     assert order == [0, 3, 5, 1, 4, 2]
     assert {families[i] for i in order[:3]} == {"count", "track", "temporal"}
+
+
+def test_learning_progress_gets_per_pool_metrics_from_every_pool(tmp_path, train_suite_dir, tiny_model_dir,
+                                                                  deterministic):
+    cfg = load_config(None, sft_overrides(train_suite_dir, tiny_model_dir, steps=4, **{
+        "curriculum.strategy": "learning_progress", "sft.eval_rollouts": 3}))
+    train_sft(cfg, tmp_path / "run", show_progress=False)
+    rollouts = read_jsonl(tmp_path / "run" / "rollouts" / "step-000004.jsonl")
+    assert sorted(t.metadata["difficulty"] for t in rollouts) == ["hard", "medium", "simple"]
+    decision = json.loads((tmp_path / "run" / "curriculum.jsonl").read_text().splitlines()[-1])
+    assert {f"accuracy/{pool}" for pool in ("simple", "medium", "hard")} <= set(decision["metrics"])
+    assert set(decision["mixture"]) == {"simple", "medium", "hard"} and min(decision["mixture"].values()) > 0

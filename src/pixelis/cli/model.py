@@ -59,7 +59,7 @@ def tiny(
 
 @app.command()
 def pretrain(
-    model: Annotated[Path, typer.Option("--model", help="Checkpoint directory to start from (e.g. `pixelis model tiny`).")],
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint directory to start from (`pixelis model tiny`).")],
     steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps (default: pretrain.max_steps).")] = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue from RUN/checkpoint-K (or RUN: its latest checkpoint); --out defaults to RUN.")

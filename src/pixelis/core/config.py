@@ -239,7 +239,7 @@ class PixelisConfig(_Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Limits and backends of the pixel tools.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Multi-turn agent loop limits.")
     pretrain: PretrainConfig = Field(
-        default_factory=PretrainConfig, description="Grounding pre-training of the tiny model (`pixelis model pretrain`)."
+        default_factory=PretrainConfig, description="Grounding pre-training (`pixelis model pretrain`)."
     )
     sft: SftConfig = Field(default_factory=SftConfig, description="Supervised fine-tuning.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")

@@ -1,7 +1,7 @@
 """Output directories are records: a command never silently overwrites or mixes an existing run.
 
 ``prepare_out_dir(out)`` is called by every command that writes a directory (``train``, ``eval``, ``demo``,
-``data synth``, ``model tiny``) before it writes anything.
+``data synth``, ``model tiny``, ``model pretrain``) before it writes anything.
 """
 
 from __future__ import annotations

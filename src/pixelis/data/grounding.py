@@ -30,6 +30,7 @@ STREAMS = ("train", "heldout")
 # The suite's canvases (px) and object sizes (px): simple 256-384 / 40-72, hard 640 / 22-44.
 CANVASES = ((256, 256), (384, 384), (512, 384), (512, 512), (640, 640))
 OBJECT_PX = (22, 72)
+OBJECTS = (1, 6)  # objects per scene (inclusive); one-object scenes need no search, only localisation
 # Object size bins by the longer side on the 0-1000 grid; the simple tier's objects (40-72 px on 256-384 px
 # canvases) are all `large`.
 SIZE_BINS = (("small", 0), ("medium", 60), ("large", 110))
@@ -70,7 +71,7 @@ def _task(rng: np.random.Generator, weights: dict[str, float]) -> str:
 
 def _scene(rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int], list[render.Shape]]:
     canvas = CANVASES[int(rng.integers(len(CANVASES)))]
-    n = int(rng.integers(2, 7))
+    n = int(rng.integers(OBJECTS[0], OBJECTS[1] + 1))
     specs = [(kind, color, int(rng.integers(OBJECT_PX[0], OBJECT_PX[1] + 1)))
              for color, kind in render.distinct_pairs(rng, n)]
     for _ in range(20):
@@ -89,7 +90,7 @@ def _scene(rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int], list
 
 def _label(rng: np.random.Generator, img: Image.Image, canvas: tuple[int, int],
            shapes: list[render.Shape]) -> tuple[str, render.Box]:
-    """Draw one large code (the small_text family's look-alike-free alphabet) where it fits; returns the code and its pixel box."""
+    """Draw one large code (small_text's alphabet without look-alikes) where it fits; returns it and its box."""
     text = "".join(rng.choice(list(CODE_ALPHABET), size=int(rng.integers(3, 5))))
     fnt = render.font_for_cap_height(float(rng.uniform(0.06, 0.1)) * min(canvas), bold=True)
     dims = render.label_dims(text, fnt)

@@ -54,6 +54,25 @@ def weights_hash(model: nn.Module) -> str:
 # ---------------------------------------------------------------------------------------------- saving
 
 
+HEAD_FILE = "aux_head.safetensors"
+
+
+def save_head(head: nn.Module, directory: Path) -> None:
+    """Write `head`'s weights to `directory/aux_head.safetensors`."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(directory / HEAD_FILE))
+
+
+def load_head(head: nn.Module, model_dir: Path) -> bool:
+    """Load `model_dir/aux_head.safetensors` (saved beside a pre-trained or fine-tuned model) into `head`, when
+    it is there; returns whether it was."""
+    file = model_dir / HEAD_FILE
+    if not file.is_file():
+        return False
+    with reading(file, CheckpointError, "the aux head weights"):
+        head.load_state_dict(load_file(str(file)))
+    return True
+
+
 def staging_dir(path: Path) -> Path:
     """The hidden directory a checkpoint is written into before it is renamed to `path`; created empty."""
     staging = path.with_name(f".{path.name}.partial")
@@ -75,8 +94,7 @@ def write_shared_state(staging: Path, *, model: nn.Module, head: nn.Module | Non
     tensors = trainable_state(model)
     save_file(tensors, str(staging / "trainable.safetensors"))
     if head is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(staging / "aux_head.safetensors"))
+        save_head(head, staging)
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     full = {**state, "weights_sha256": hash_tensors(tensors)}
     (staging / "state.json").write_text(json.dumps(full, indent=2) + "\n")
@@ -178,7 +196,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, head: nn.Module | None, opt
                               f"the same number (this run has {world_size})")
     required = ["trainable.safetensors", "optimizer.pt", f"rank-{rank}.json", f"rng-{rank}.pt"]
     if head is not None:
-        required.append("aux_head.safetensors")
+        required.append(HEAD_FILE)
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
@@ -196,9 +214,7 @@ def load_checkpoint(path: Path, *, model: nn.Module, head: nn.Module | None, opt
                               f"{wrong[:5]}); was it written with another model or LoRA setting?")
     model.load_state_dict(tensors, strict=False)
     if head is not None:
-        file = path / "aux_head.safetensors"
-        with reading(file, CheckpointError, "the aux head weights"):
-            head.load_state_dict(load_file(str(file)))
+        load_head(head, path)
     file = path / "optimizer.pt"
     with reading(file, CheckpointError, "the optimizer state"):
         optimizer.load_state_dict(torch.load(file, weights_only=True))

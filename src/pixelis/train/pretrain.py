@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import save_file
 
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.errors import CheckpointError, TrainingError
@@ -31,8 +30,8 @@ from pixelis.eval.grounding import evaluate_grounding
 from pixelis.model.chat import collate, render_trajectory
 from pixelis.model.load import load_policy, resolve_device
 from pixelis.data.grounding import grounding_sample
-from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, staging_dir, weights_hash,
-                                      write_rank_state, write_shared_state)
+from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, save_head, staging_dir,
+                                      weights_hash, write_rank_state, write_shared_state)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
 from pixelis.train.sft import lr_at
 
@@ -169,7 +168,7 @@ class PretrainRecipe:
             self.processor.save_pretrained(staging)
             head = self._unwrapped_head()
             if head is not None:
-                save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(staging / "aux_head.safetensors"))
+                save_head(head, staging)
             (staging / "grounding.json").write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")
             commit_dir(staging, final)
         self.accelerator.wait_for_everyone()
@@ -185,7 +184,7 @@ class PretrainRecipe:
         columns = (TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         last: dict[str, float] = {"loss": float("nan")}
-        heldout: dict[str, Any] = self.history[-1].get("heldout", {}) if self.history else {}
+        heldout: dict[str, Any] = next((r["heldout"] for r in reversed(self.history) if "heldout" in r), {})
         show = self.show_progress and self.accelerator.is_main_process
         with TracedOperation("pretrain.run", "train", {"max_steps": cfg.max_steps}), \
                 Progress(*columns, disable=not show) as progress:

@@ -23,7 +23,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, is_mlflow_available, is_tensorboard_available, is_wandb_available
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from safetensors.torch import save_file
 
 from pixelis.agent import Agent, AgentLimits, SamplingParams
 from pixelis.agent.policies import ModelPolicy
@@ -42,8 +41,8 @@ from pixelis.model.lora import lora_from_config
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
 from pixelis.run_inputs import resolve_inputs
-from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, staging_dir,
-                                      weights_hash, write_rank_state, write_shared_state)
+from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, load_head, read_state, save_head,
+                                      staging_dir, weights_hash, write_rank_state, write_shared_state)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
 from pixelis.train.sampler import CurriculumSampler
 
@@ -72,13 +71,13 @@ def _load_split(suite: Path, split: str, max_pixels: int) -> list[Trajectory]:
     return samples
 
 
-def _interleave_families(indices: list[int], samples: list[Trajectory], key: str = "family") -> list[int]:
-    """`indices` reordered round-robin over task families (or another metadata `key`), so any prefix covers every
-    family (the splits are sorted by family; a plain prefix would evaluate one family only)."""
-    by_family: dict[str, list[int]] = {}
+def _round_robin(indices: list[int], samples: list[Trajectory], key: str = "family") -> list[int]:
+    """`indices` reordered round-robin over the values of metadata `key` (task family, or difficulty), so any
+    prefix covers every value (the splits are sorted by family; a plain prefix would evaluate one family only)."""
+    groups: dict[str, list[int]] = {}
     for i in indices:
-        by_family.setdefault(samples[i].metadata.get(key, ""), []).append(i)
-    columns = list(by_family.values())
+        groups.setdefault(samples[i].metadata.get(key, ""), []).append(i)
+    columns = list(groups.values())
     return [col[k] for k in range(max(map(len, columns), default=0)) for col in columns if k < len(col)]
 
 
@@ -98,7 +97,10 @@ def lr_at(step: int, cfg: Any) -> float:
 
 def _resume_config(cfg: PixelisConfig, resume: Path, allow_change: bool) -> PixelisConfig:
     """`cfg` checked against the checkpoint's config; unset data/model paths are the resumed run's."""
-    saved = read_state(resume)["config"]
+    state = read_state(resume)
+    if "curriculum" not in state:
+        raise CheckpointError(f"--resume {resume}: not an SFT checkpoint (it has no curriculum state)")
+    saved = state["config"]
     resolved = cfg.model_copy(deep=True)
     if resolved.data.path is None:
         resolved.data.path = saved["data"]["path"]
@@ -164,6 +166,8 @@ class SFTRecipe:
         self.val_rendered = [render(t) for t in self.val_set]
         hidden = self.model.config.get_text_config().hidden_size
         self.head = ArgumentHead(hidden) if cfg.sft.aux_head else None
+        if self.head is not None:
+            load_head(self.head, Path(cfg.model.path))  # continue the pre-trained head when the model has one
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.head is not None:
             params += list(self.head.parameters())
@@ -235,11 +239,11 @@ class SFTRecipe:
         per difficulty pool as `<metric>/<pool>` (the rollouts are kept in `RUN/rollouts/step-K.jsonl`)."""
         self.model.eval()
         pools = self._stage_pools()
-        val_idx = _interleave_families(
+        val_idx = _round_robin(
             [i for i, t in enumerate(self.val_set) if t.metadata.get("difficulty") in pools]
             or list(range(len(self.val_set))), self.val_set)
         if self.cfg.curriculum.strategy == "learning_progress":  # its slopes are per pool: roll out every pool
-            val_idx = _interleave_families(val_idx, self.val_set, key="difficulty")
+            val_idx = _round_robin(val_idx, self.val_set, key="difficulty")
         loss_idx = val_idx[: self.cfg.sft.eval_loss_samples]
         losses = [self._forward_loss([i], self.val_rendered, None)["loss_lm"].item() for i in loss_idx]
         rollout_samples = [self.val_set[i] for i in val_idx[: self.cfg.sft.eval_rollouts]]
@@ -289,8 +293,6 @@ class SFTRecipe:
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint, each rank its own sampler and RNG; records after its step are dropped."""
-        if "curriculum" not in read_state(path):
-            raise CheckpointError(f"--resume {path}: not an SFT checkpoint (it has no curriculum state)")
         state = load_checkpoint(path, model=self.accelerator.unwrap_model(self.model),
                                 head=None if self.head is None else self.accelerator.unwrap_model(self.head),
                                 optimizer=self.optimizer, rank=self.accelerator.process_index,
@@ -315,9 +317,7 @@ class SFTRecipe:
             model.save_pretrained(staging, safe_serialization=True)
             self.processor.save_pretrained(staging)
             if self.head is not None:
-                head = self.accelerator.unwrap_model(self.head)
-                save_file({k: v.contiguous() for k, v in head.state_dict().items()},
-                          str(staging / "aux_head.safetensors"))
+                save_head(self.accelerator.unwrap_model(self.head), staging)
             commit_dir(staging, final)
         self.accelerator.wait_for_everyone()
         return final
