@@ -26,10 +26,11 @@ def demo(
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Generate a suite, build the tiny model, evaluate it, train it with SFT, evaluate again, write a report.
+    """Generate a suite, build the tiny model, evaluate it, pre-train it on grounding, train it with SFT,
+    evaluate again, write a report.
 
-    Uses configs/demo.yaml unless --config is given. With it the main job takes about 27 minutes on 2 CPU cores
-    (suite ~4, SFT ~19, evaluations ~4); `--set data.n=240 --set sft.max_steps=300` takes about 10.
+    Uses configs/demo.yaml unless --config is given. With it the main job takes about 50 minutes on 2 CPU cores
+    (suite ~5, pre-training ~9, SFT ~30, evaluations ~5); `--no-pretrain` skips pre-training.
     """
     if config is None and DEMO_CONFIG.is_file():
         config = DEMO_CONFIG
