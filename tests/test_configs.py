@@ -18,7 +18,8 @@ SMALL = ["data.n=18", "data.families=[attribute,track,temporal]", "data.val_frac
          "data.workers=1", "model.size=xs", "sft.max_steps=2", "sft.save_interval=2", "sft.batch_size=2",
          "sft.eval_rollouts=1", "sft.eval_loss_samples=2", "sft.report_to=[]", "curriculum.evaluation_interval=2",
          "agent.max_new_tokens=8", "agent.max_turns=2", "agent.tool_prompt=compact", "eval.limit=3",
-         "pretrain.max_steps=2", "pretrain.batch_size=2", "pretrain.heldout_samples=2"]
+         "pretrain.max_steps=2", "pretrain.batch_size=2", "pretrain.heldout_samples=2", "rft.max_steps=1",
+         "rft.prompts_per_step=1", "rft.num_generations=2"]
 
 
 def run_lines(config: Path) -> list[list[str]]:

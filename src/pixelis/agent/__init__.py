@@ -7,9 +7,10 @@ from pixelis.agent.loop import (
     Generation,
     GenerationRequest,
     Policy,
+    SampledTurn,
     SamplingParams,
 )
 from pixelis.agent.policies import ModelPolicy, ReplayPolicy
 
-__all__ = ["Agent", "AgentLimits", "Generation", "GenerationRequest", "ModelPolicy", "Policy", "ReplayPolicy", "SamplingParams",
-           "TERMINATIONS"]
+__all__ = ["Agent", "AgentLimits", "Generation", "GenerationRequest", "ModelPolicy", "Policy", "ReplayPolicy",
+           "SampledTurn", "SamplingParams", "TERMINATIONS"]

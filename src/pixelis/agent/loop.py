@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from pixelis.agent.prompt import ToolPrompt, ToolPromptMode
@@ -74,11 +74,27 @@ class GenerationRequest:
 
 @dataclass
 class Generation:
-    """The policy's text for one turn; `truncated` when it stopped at max_new_tokens without finishing."""
+    """The policy's text for one turn; `truncated` when it stopped at max_new_tokens without finishing.
+
+    A model policy also returns the exact token ids it conditioned on and sampled (the end-of-turn token
+    included) with each sampled token's log-probability, so training can use the tokens as sampled instead of
+    re-tokenising the parsed text (token-in, token-out); a replay policy leaves them empty.
+    """
 
     text: str
     num_tokens: int = 0
     truncated: bool = False
+    prompt_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SampledTurn:
+    """One generated turn of a rollout: the request the policy answered and what it returned."""
+
+    request: GenerationRequest
+    generation: Generation
 
 
 class Policy(Protocol):
@@ -167,7 +183,7 @@ class Agent:
         metadata = {**sample.metadata, "policy": type(self.policy).__name__}
         if draw:
             metadata["draw"] = draw
-        traj = replace(sample, steps=[], answer=None, final_thought="", metadata=metadata)
+        traj = replace(sample, steps=[], answer=None, final_thought="", metadata=metadata, turns=[])
         span = TracedOperation("agent.run", "agent", {"sample_id": sample.id, "draw": draw}).start()
         return _Rollout(traj, index, draw, span, time.monotonic())
 
@@ -195,9 +211,9 @@ class Agent:
         if len(generations) != len(requests):
             raise RuntimeError(f"{type(self.policy).__name__}.generate returned {len(generations)} generations "
                                f"for {len(requests)} requests")
-        for rollout, gen in zip(live, generations):
+        for rollout, request, gen in zip(live, requests, generations):
             with rollout.turn_span.activate():
-                reason = self._advance(rollout, gen)
+                reason = self._advance(rollout, request, gen)
             rollout.turn_span.end()
             rollout.turn_span = None
             rollout.turn += 1
@@ -215,10 +231,11 @@ class Agent:
             seed=derive_seed(self.seed, traj.id, rollout.index, rollout.draw, rollout.turn),
         )
 
-    def _advance(self, rollout: _Rollout, gen: Generation) -> str | None:
+    def _advance(self, rollout: _Rollout, request: GenerationRequest, gen: Generation) -> str | None:
         """Parse one generated turn, run its tool call, and return the termination reason (None: continue)."""
         traj, op = rollout.traj, rollout.turn_span
         op.set_attribute("generated_tokens", gen.num_tokens)
+        traj.turns.append(SampledTurn(request, gen))
         try:
             # Unknown tool names parse fine; the registry turns them into an error observation.
             parsed = parse_assistant_text(gen.text)

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-from pixelis.agent.loop import Generation, GenerationRequest
+from pixelis.agent.loop import Generation, GenerationRequest, SamplingParams
 from pixelis.core.trajectory import Trajectory, render_final_text, render_step_text
 from pixelis.model.chat import build_generation_batch
 
@@ -42,21 +42,61 @@ class ReplayPolicy:
         return Generation(text=turns[request.turn])
 
 
-class RowSeededSampler(LogitsProcessor):
-    """Samples each batch row from its own seeded generator and forces that token (generation runs greedy).
+# Tokens only the processor places (around and inside image/video blocks). A policy that sampled one would
+# shift the image placement when its turn is fed back, so they are never sampled, and training renormalises the
+# same way (`pixelis.train.rollouts`).
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
-    transformers' `generate` draws every row from one global RNG, so a row's tokens would depend on the rest of
-    the batch; one `torch.Generator` per row keeps a trajectory identical whatever it is batched with.
+
+def vision_token_ids(tokenizer: Any) -> list[int]:
+    """The ids of `VISION_TOKENS` the tokenizer has."""
+    ids = (tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS)
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
+class RowSeededSampler(LogitsProcessor):
+    """Picks each batch row's next token and records its log-probability (generation itself runs greedy).
+
+    With sampling, each row draws from its own seeded generator: transformers' `generate` draws every row from
+    one global RNG, so a row's tokens would depend on the rest of the batch. Without sampling the row's argmax is
+    taken. Either way the chosen token is forced and `logprobs[row]` gets its log-probability under the
+    temperature-scaled distribution (before top-p), the quantity an RL loss recomputes from the same logits.
+    `suppressed` token ids are never chosen (their scores are -inf before anything else).
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
+    def __init__(self, seeds: Sequence[int], sampling: SamplingParams, device: torch.device,
+                 suppressed: Sequence[int] = ()):
+        self.sampling = sampling
+        self.suppressed = list(suppressed)
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
-                                           + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+        temperature = sampling.temperature if sampling.do_sample else 1.0
+        self.temperature = TemperatureLogitsWarper(temperature)
+        self.top_p = TopPLogitsWarper(sampling.top_p) if sampling.do_sample and sampling.top_p < 1.0 else None
+        self.logprobs: list[list[float]] = [[] for _ in seeds]
+
+    @classmethod
+    def for_requests(cls, requests: Sequence[GenerationRequest], device: torch.device,
+                     suppressed: Sequence[int] = ()) -> "RowSeededSampler":
+        """The sampler of one batched generation: each row seeded by its request."""
+        return cls([r.seed for r in requests], requests[0].sampling, device, suppressed)
+
+    def choose(self, input_ids: torch.LongTensor, scaled: torch.Tensor) -> torch.Tensor:
+        """The next token of every row, given the temperature-scaled scores."""
+        if not self.sampling.do_sample:
+            return scaled.argmax(dim=-1)
+        warped = scaled if self.top_p is None else self.top_p(input_ids, scaled.clone())
+        probs = warped.softmax(dim=-1)
+        return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.generators)])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = self.warpers(input_ids, scores.float()).softmax(dim=-1)
-        chosen = torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.generators)])
+        scores = scores.float()
+        if self.suppressed:
+            scores = scores.index_fill(1, torch.tensor(self.suppressed, device=scores.device), float("-inf"))
+        scaled = self.temperature(input_ids, scores)
+        chosen = self.choose(input_ids, scaled)
+        picked = scaled.log_softmax(dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
+        for row, value in zip(self.logprobs, picked):
+            row.append(value)
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(1, chosen[:, None], 0.0)
 
@@ -70,13 +110,15 @@ class ModelPolicy:
 
     END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
-    def __init__(self, model: Any, processor: Any):
+    def __init__(self, model: Any, processor: Any, sampler: type[RowSeededSampler] = RowSeededSampler):
         self.model = model
         self.processor = processor
+        self.sampler = sampler  # picks and records each token; a subclass can steer it (e.g. to force a text)
         tokenizer = processor.tokenizer
         self.end_ids = [i for i in (tokenizer.convert_tokens_to_ids(t) for t in self.END_TOKENS)
                         if i is not None and i != tokenizer.unk_token_id]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
+        self.suppressed = vision_token_ids(tokenizer)
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -87,19 +129,21 @@ class ModelPolicy:
         inputs = build_generation_batch(self.processor, [(r.messages, r.images, r.tools) for r in requests])
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        max_new_tokens, sampling = requests[0].max_new_tokens, requests[0].sampling
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False,
-                                  "eos_token_id": self.end_ids, "pad_token_id": self.pad_id}
-        if sampling.do_sample:
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [RowSeededSampler([r.seed for r in requests], sampling.temperature, sampling.top_p, device)])
-        output = self.model.generate(**inputs, **kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
-        return [self._decode(row, max_new_tokens) for row in new_tokens]
+        max_new_tokens = requests[0].max_new_tokens
+        sampler = self.sampler.for_requests(requests, device, self.suppressed)
+        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=self.end_ids, pad_token_id=self.pad_id,
+                                     logits_processor=LogitsProcessorList([sampler]))
+        prompt_length = inputs["input_ids"].shape[1]
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        return [self._decode(prompt, row[prompt_length:].tolist(), logprobs, max_new_tokens)
+                for prompt, row, logprobs in zip(prompts, output, sampler.logprobs)]
 
-    def _decode(self, tokens: list[int], max_new_tokens: int) -> Generation:
+    def _decode(self, prompt_ids: list[int], tokens: list[int], logprobs: list[float],
+                max_new_tokens: int) -> Generation:
         ended = next((i for i, t in enumerate(tokens) if t in self.end_ids), None)
-        kept = tokens if ended is None else tokens[:ended]
-        text = self.processor.tokenizer.decode(kept, skip_special_tokens=False)
-        return Generation(text=text.strip(), num_tokens=len(kept) + (ended is not None),
-                          truncated=ended is None and len(tokens) >= max_new_tokens)
+        sampled = tokens if ended is None else tokens[:ended + 1]  # the end token was sampled too
+        text = self.processor.tokenizer.decode(sampled[:ended], skip_special_tokens=False)
+        return Generation(text=text.strip(), num_tokens=len(sampled),
+                          truncated=ended is None and len(tokens) >= max_new_tokens,
+                          prompt_ids=prompt_ids, token_ids=sampled, logprobs=logprobs[:len(sampled)])

@@ -220,6 +220,47 @@ class PretrainConfig(_Section):
         return weights
 
 
+RewardName = Literal["task", "format", "curiosity", "coherence", "efficiency", "rapr_bonus"]
+"""The reward terms of RFT (see `pixelis.train.rewards`)."""
+
+
+class CollapseConfig(_Section):
+    rapr_floor: float = Field(0.05, ge=0.0, le=1.0, description="Alert when smoothed RaPR falls below this.")
+    max_drop: float = Field(0.5, gt=0.0, le=1.0, description="Alert when smoothed RaPR falls by more than this "
+                            "fraction of its first smoothed value.")
+    window: int = Field(3, ge=1, description="Steps averaged for smoothed RaPR.")
+    patience: int = Field(3, ge=1, description="Consecutive low steps before the alert.")
+    response: Literal["warn", "boost_curiosity", "stop"] = Field(
+        "warn", description="What an alert does: log it, multiply the curiosity weight, or checkpoint and stop.")
+    boost_factor: float = Field(2.0, gt=1.0, description="boost_curiosity: factor on the curiosity weight.")
+
+
+class RftConfig(_Section):
+    learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate.")
+    max_steps: int = Field(50, ge=1, description="RL steps (rollouts, then num_iterations updates).")
+    prompts_per_step: int = Field(4, ge=1, description="Training prompts rolled out per step (per process).")
+    num_generations: int = Field(4, ge=2, description="Rollouts per prompt (the GRPO group).")
+    num_iterations: int = Field(1, ge=1, description="Optimizer updates per batch of rollouts.")
+    temperature: float = Field(1.0, gt=0.0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Rollout nucleus sampling threshold.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling (TRL's).")
+    loss_type: Literal["dapo", "grpo", "dr_grpo"] = Field("dapo", description="Token aggregation of the loss.")
+    epsilon: float = Field(0.2, gt=0.0, description="Lower clip range of the importance ratio.")
+    epsilon_high: float | None = Field(None, gt=0.0, description="Upper clip range (null: epsilon).")
+    beta: float = Field(0.04, ge=0.0, description="Weight of the k3 KL to the frozen reference (the start policy).")
+    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of steps with linear warmup.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient-norm clipping.")
+    rewards: dict[RewardName, float] = Field(
+        default_factory=lambda: {"task": 1.0, "format": 0.2},
+        description="Weight of each reward term (task, format, curiosity, coherence, efficiency, rapr_bonus).")
+    reward_params: dict[RewardName, dict[str, float]] = Field(
+        default_factory=dict, description="Constructor arguments per reward term, e.g. {efficiency: {lam: 0.1}}.")
+    no_tool_warning_after: int = Field(32, ge=1, description="Warn when this many first rollouts made no tool call.")
+    save_interval: int = Field(10, ge=1, description="Steps between checkpoints (and the last step).")
+    collapse: CollapseConfig = Field(default_factory=CollapseConfig, description="Tool-use collapse monitor.")
+
+
 class EvalConfig(_Section):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items; None for all.")
     iou_threshold: float = Field(0.5, ge=0.0, le=1.0, description="IoU counted as a correct box.")
@@ -242,6 +283,7 @@ class PixelisConfig(_Section):
         default_factory=PretrainConfig, description="Grounding pre-training (`pixelis model pretrain`)."
     )
     sft: SftConfig = Field(default_factory=SftConfig, description="Supervised fine-tuning.")
+    rft: RftConfig = Field(default_factory=RftConfig, description="Reinforcement fine-tuning (GRPO over rollouts).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Curriculum manager (simple -> medium -> hard)."

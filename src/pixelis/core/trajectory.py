@@ -123,6 +123,9 @@ class Trajectory:
     answer: str | None = None
     target: dict[str, Any] | None = None  # ground truth: {"type": text|number|choice|box, "value": ...}
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What the policy was asked and sampled at each generated turn (`pixelis.agent.SampledTurn`), recorded by the
+    # agent loop for training on the tokens as sampled. In memory only: the wire format stays model-agnostic.
+    turns: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def conversation_images(self) -> list[Image.Image]:
         """Images in conversation order: inputs first, then every image a tool returned."""

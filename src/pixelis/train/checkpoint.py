@@ -4,6 +4,7 @@ Layout of `RUN/checkpoint-K/`:
   trainable.safetensors   every trainable parameter (all weights for full fine-tuning, adapters for LoRA)
   aux_head.safetensors    the auxiliary argument head, when enabled
   optimizer.pt            the optimizer state (torch-serialised, read back with `weights_only=True`)
+  extras.pt               recipe state with tensors (RFT: the curiosity model and its optimizer), when any
   rank-R.json, rng-R.pt   per rank R: its sampler state and its python/numpy/torch RNG state
   state.json              step, world size, curriculum state, history, weights sha256, config hash + config
 
@@ -88,14 +89,22 @@ def write_rank_state(staging: Path, rank: int, sampler_state: dict[str, Any]) ->
     torch.save(capture_rng_state(), staging / f"rng-{rank}.pt")
 
 
+EXTRAS_FILE = "extras.pt"
+
+
 def write_shared_state(staging: Path, *, model: nn.Module, head: nn.Module | None, optimizer: torch.optim.Optimizer,
-                       state: dict[str, Any]) -> dict[str, Any]:
-    """What all ranks share (the main process calls this); returns `state.json` as written (with the hash)."""
+                       state: dict[str, Any], extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What all ranks share (the main process calls this); returns `state.json` as written (with the hash).
+
+    `extras` is recipe state holding tensors (e.g. RFT's curiosity model and its optimizer), saved to `extras.pt`.
+    """
     tensors = trainable_state(model)
     save_file(tensors, str(staging / "trainable.safetensors"))
     if head is not None:
         save_head(head, staging)
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    if extras is not None:
+        torch.save(extras, staging / EXTRAS_FILE)
     full = {**state, "weights_sha256": hash_tensors(tensors)}
     (staging / "state.json").write_text(json.dumps(full, indent=2) + "\n")
     return full
@@ -221,7 +230,11 @@ def load_checkpoint(path: Path, *, model: nn.Module, head: nn.Module | None, opt
     file = path / f"rank-{rank}.json"
     with reading(file, CheckpointError, "the sampler state"):
         sampler = json.loads(file.read_text(encoding="utf-8"))
+    extras = None
+    if (path / EXTRAS_FILE).is_file():
+        with reading(path / EXTRAS_FILE, CheckpointError, "the recipe state"):
+            extras = torch.load(path / EXTRAS_FILE, weights_only=True)
     file = path / f"rng-{rank}.pt"
     with reading(file, CheckpointError, "the RNG state"):
         restore_rng_state(torch.load(file, weights_only=True))
-    return {**state, "sampler": sampler}
+    return {**state, "sampler": sampler, "extras": extras}
