@@ -167,3 +167,23 @@ def test_the_installed_command_prints_no_traceback(tmp_path, tiny_model_dir, tra
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert f"error: {model / 'model.safetensors'}: cannot read safetensors weights (the file is empty)" in proc.stderr
     assert read_jsonl(train_suite_dir / "test.jsonl"), "the data set itself was fine"
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["rft.num_generations=1"], "rft.num_generations"),
+    (["rft.rewards={task: 1.0, novelty: 1.0}"], "rft.rewards"),
+    (["rft.rewards={task: 0.0}"], "every weight is 0"),
+    (["model.path={missing}"], "missing-model"),
+    (["data.path={empty}"], "holds no trajectories"),
+], ids=["group of one", "unknown reward", "no reward", "unloadable reference", "empty split"])
+def test_rft_setup_mistakes(sets, message, tmp_path, train_suite_dir, tiny_model_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "train.jsonl").write_text("")
+    base = {"data.path": str(train_suite_dir), "model.path": str(tiny_model_dir), "rft.max_steps": "1"}
+    for item in sets:
+        key, value = item.split("=", 1)
+        base[key] = value.replace("{missing}", str(tmp_path / "missing-model")).replace("{empty}", str(empty))
+    args = [a for k, v in base.items() for a in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, ["train", "--mode", "rft", "--no-progress", *args, "--out", str(tmp_path / "o")])
+    assert message in _error_line(result)

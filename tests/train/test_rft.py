@@ -132,6 +132,23 @@ def test_tool_use_collapse_raises_the_configured_response(response, tmp_path, tr
         assert weights == [0.1, 0.1, 0.2]  # the step after the alert uses the boosted weight
 
 
+def test_the_reward_curriculum_switches_reward_terms_by_stage(tmp_path, train_suite_dir, tiny_model_dir,
+                                                             deterministic):
+    stages = ("[{name: plain, mixture: {simple: 1.0}, min_steps: 1, exit_criteria: [{metric: rapr, threshold: 0.0}], "
+              "rewards: {task: 1.0}}, {name: curious, mixture: {simple: 0.5, medium: 0.5}, "
+              "rewards: {task: 1.0, curiosity: 0.5}}]")
+    sets = rft_overrides(train_suite_dir, tiny_model_dir, steps=3, **{
+        "rft.curriculum": "true", "curriculum.stages": stages, "curriculum.evaluation_interval": 1,
+        "curriculum.smoothing_window_size": 1, "curriculum.patience_cycles": 1, "curriculum.cooldown_cycles": 0})
+    train_rft(load_config(None, sets), tmp_path / "run", show_progress=False)
+    history = _history(tmp_path / "run")
+    assert [h["reward_weights"] for h in history] == [{"task": 1.0}, {"task": 1.0, "curiosity": 0.5},
+                                                       {"task": 1.0, "curiosity": 0.5}]
+    assert history[0]["decision"] == "advance" and "reward/curiosity" in history[1]
+    decisions = [json.loads(line) for line in (tmp_path / "run" / "curriculum.jsonl").read_text().splitlines()]
+    assert decisions[0]["action"] == "advance" and (tmp_path / "run" / "curriculum.png").is_file()
+
+
 def test_bad_setups_fail_clearly(tmp_path, train_suite_dir, tiny_model_dir):
     with pytest.raises(ConfigError, match="rft.num_generations"):
         load_config(None, ["rft.num_generations=1"])
@@ -140,6 +157,10 @@ def test_bad_setups_fail_clearly(tmp_path, train_suite_dir, tiny_model_dir):
     with pytest.raises(ConfigError, match="rft.rewards"):
         RFTRecipe(load_config(None, rft_overrides(train_suite_dir, tiny_model_dir,
                                                   **{"rft.reward_params": "{task: {bogus: 1}}"})), tmp_path / "a")
+    stages = "[{name: only, mixture: {simple: 1.0}, rewards: {novelty: 1.0}}]"
+    with pytest.raises(ConfigError, match="curriculum.stages.*novelty"):
+        RFTRecipe(load_config(None, rft_overrides(train_suite_dir, tiny_model_dir, **{
+            "rft.curriculum": "true", "curriculum.stages": stages})), tmp_path / "c")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "train.jsonl").write_text("")

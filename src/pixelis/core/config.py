@@ -256,6 +256,9 @@ class RftConfig(_Section):
         description="Weight of each reward term (task, format, curiosity, coherence, efficiency, rapr_bonus).")
     reward_params: dict[RewardName, dict[str, float]] = Field(
         default_factory=dict, description="Constructor arguments per reward term, e.g. {efficiency: {lam: 0.1}}.")
+    curriculum: bool = Field(False, description="Let the curriculum section drive RFT: each stage's mixture picks "
+                             "the prompts' difficulty and its `rewards` the reward weights, fed with the rollouts' "
+                             "accuracy, RaPR and call validity every curriculum.evaluation_interval steps.")
     no_tool_warning_after: int = Field(32, ge=1, description="Warn when this many first rollouts made no tool call.")
     save_interval: int = Field(10, ge=1, description="Steps between checkpoints (and the last step).")
     collapse: CollapseConfig = Field(default_factory=CollapseConfig, description="Tool-use collapse monitor.")

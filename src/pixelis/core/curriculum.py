@@ -72,6 +72,9 @@ class CurriculumStage(BaseModel):
     exit_criteria: list[ExitCriterion] = Field(
         default_factory=list, description="All must hold on smoothed metrics to count towards patience."
     )
+    rewards: dict[str, float] | None = Field(
+        default=None, description="RFT with rft.curriculum: the reward-term weights in this stage (None: rft.rewards)."
+    )
 
     @field_validator("mixture")
     @classmethod

@@ -21,6 +21,7 @@ objects with `weights_only=False`, where a damaged file must stop the resume and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,10 +33,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pixelis.core.errors import CheckpointError, reading
-from pixelis.core.repro import capture_rng_state, hash_tensors, restore_rng_state
+from pixelis.core.repro import capture_rng_state, hash_tensors, record_artifact, restore_rng_state
+
+log = logging.getLogger("pixelis.checkpoint")
 
 __all__ = ["RESUME_SAFE_KEYS", "commit_dir", "config_changes", "latest_checkpoint", "load_checkpoint",
-           "read_state", "staging_dir", "trainable_state", "weights_hash", "write_rank_state", "write_shared_state"]
+           "read_state", "save_checkpoint", "save_model_dir", "staging_dir", "trainable_state", "weights_hash",
+           "write_rank_state", "write_shared_state"]
 
 # Config keys (dotted prefixes) a resume may change without breaking bitwise resume-exactness.
 RESUME_SAFE_KEYS = ("logging", "tracing", "sft.save_interval", "sft.report_to", "data.workers")
@@ -126,6 +130,45 @@ def commit_dir(staging: Path, path: Path) -> Path:
         os.replace(staging, path)
     _fsync(path.parent)
     return path
+
+
+def save_checkpoint(accelerator: Any, out_dir: Path, step: int, *, model: nn.Module, head: nn.Module | None,
+                    optimizer: torch.optim.Optimizer, rank_state: dict[str, Any], state: dict[str, Any],
+                    extras: dict[str, Any] | None = None) -> Path:
+    """Write `out_dir/checkpoint-<step>` atomically from every rank of `accelerator` (`model` / `head` unwrapped):
+    each rank adds its `rank_state` and RNG state, the main process the shared files; recorded in run.json."""
+    path = out_dir / f"checkpoint-{step}"
+    main = accelerator.is_main_process
+    staging = staging_dir(path) if main else path.with_name(f".{path.name}.partial")
+    accelerator.wait_for_everyone()
+    write_rank_state(staging, accelerator.process_index, rank_state)
+    if main:
+        written = write_shared_state(staging, model=model, head=head, optimizer=optimizer, state=state, extras=extras)
+    accelerator.wait_for_everyone()
+    if main:
+        commit_dir(staging, path)
+        record_artifact(out_dir, path.name, written["weights_sha256"])
+        log.info("checkpoint %s (weights sha256 %s)", path, written["weights_sha256"][:16])
+    accelerator.wait_for_everyone()
+    return path
+
+
+def save_model_dir(accelerator: Any, directory: Path, *, model: nn.Module, processor: Any,
+                   head: nn.Module | None = None, merge_lora: bool = False,
+                   files: dict[str, str] | None = None) -> Path:
+    """Write a loadable model directory (weights, processor, optional aux head and text `files`) atomically
+    from the main process; with `merge_lora` a PEFT model is merged first."""
+    if accelerator.is_main_process:
+        staging = staging_dir(directory)
+        (model.merge_and_unload() if merge_lora else model).save_pretrained(staging, safe_serialization=True)
+        processor.save_pretrained(staging)
+        if head is not None:
+            save_head(head, staging)
+        for name, text in (files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
+        commit_dir(staging, directory)
+    accelerator.wait_for_everyone()
+    return directory
 
 
 def _fsync(path: Path) -> None:

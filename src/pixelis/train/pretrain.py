@@ -30,8 +30,8 @@ from pixelis.eval.grounding import evaluate_grounding
 from pixelis.model.chat import collate, render_trajectory
 from pixelis.model.load import load_policy, resolve_device
 from pixelis.data.grounding import grounding_sample
-from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, save_head, staging_dir,
-                                      weights_hash, write_rank_state, write_shared_state)
+from pixelis.train.checkpoint import (config_changes, load_checkpoint, read_state, save_checkpoint, save_model_dir,
+                                      weights_hash)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
 from pixelis.train.sft import lr_at
 
@@ -125,23 +125,12 @@ class PretrainRecipe:
 
     def save(self) -> Path:
         """Write `RUN/checkpoint-K` atomically (weights, head, optimizer, RNG, history)."""
-        path = self.out_dir / f"checkpoint-{self.step}"
-        main = self.accelerator.is_main_process
-        staging = staging_dir(path) if main else path.with_name(f".{path.name}.partial")
-        self.accelerator.wait_for_everyone()
-        write_rank_state(staging, self.accelerator.process_index, {})
-        if main:
-            state = {"recipe": RECIPE, "step": self.step, "world_size": self.accelerator.num_processes,
-                     "history": self.history, "config_hash": config_hash(self.cfg),
-                     "config": self.cfg.model_dump(mode="json")}
-            state = write_shared_state(staging, model=self.accelerator.unwrap_model(self.model),
-                                       head=self._unwrapped_head(), optimizer=self.optimizer, state=state)
-        self.accelerator.wait_for_everyone()
-        if main:
-            commit_dir(staging, path)
-            record_artifact(self.out_dir, f"checkpoint-{self.step}", state["weights_sha256"])
-        self.accelerator.wait_for_everyone()
-        return path
+        state = {"recipe": RECIPE, "step": self.step, "world_size": self.accelerator.num_processes,
+                 "history": self.history, "config_hash": config_hash(self.cfg),
+                 "config": self.cfg.model_dump(mode="json")}
+        return save_checkpoint(self.accelerator, self.out_dir, self.step,
+                               model=self.accelerator.unwrap_model(self.model), head=self._unwrapped_head(),
+                               optimizer=self.optimizer, rank_state={}, state=state)
 
     def load(self, path: Path) -> None:
         """Continue from a pre-training checkpoint (an SFT checkpoint is refused)."""
@@ -161,18 +150,9 @@ class PretrainRecipe:
 
     def save_final(self, heldout: dict[str, Any]) -> Path:
         """The pre-trained model as a loadable checkpoint, with its aux head and held-out metrics."""
-        final = self.out_dir / "final"
-        if self.accelerator.is_main_process:
-            staging = staging_dir(final)
-            self.accelerator.unwrap_model(self.model).save_pretrained(staging, safe_serialization=True)
-            self.processor.save_pretrained(staging)
-            head = self._unwrapped_head()
-            if head is not None:
-                save_head(head, staging)
-            (staging / "grounding.json").write_text(json.dumps(heldout, indent=2) + "\n", encoding="utf-8")
-            commit_dir(staging, final)
-        self.accelerator.wait_for_everyone()
-        return final
+        return save_model_dir(self.accelerator, self.out_dir / "final", model=self.accelerator.unwrap_model(self.model),
+                              processor=self.processor, head=self._unwrapped_head(),
+                              files={"grounding.json": json.dumps(heldout, indent=2) + "\n"})
 
     # ------------------------------------------------------------------------------------------ run
 

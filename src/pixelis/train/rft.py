@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pixelis.agent import Agent, AgentLimits, ModelPolicy, SamplingParams
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
+from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.errors import CheckpointError, DataError, TrainingError
 from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
 from pixelis.core.tracing import TracedOperation
@@ -41,19 +42,19 @@ from pixelis.model.lora import lora_from_config
 from pixelis.run_inputs import resolve_inputs
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
-from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, read_state, staging_dir,
-                                      weights_hash, write_rank_state, write_shared_state)
+from pixelis.train.checkpoint import (config_changes, load_checkpoint, read_state, save_checkpoint, save_model_dir,
+                                      weights_hash)
 from pixelis.train.monitor import CollapseMonitor, plot_rft_history
 from pixelis.train.grpo import GrpoLossConfig, group_advantages, grpo_loss
-from pixelis.train.rewards import RolloutRecord, build_rewards, combine
+from pixelis.train.rewards import REWARD_NAMES, RolloutRecord, build_rewards, combine
 from pixelis.train.rollouts import policy_pass, turn_batch
 from pixelis.train.sampler import CurriculumSampler
-from pixelis.train.sft import _load_split, _truncate_jsonl, lr_at
+from pixelis.train.sft import load_training_split, lr_at, truncate_records
 
 log = logging.getLogger("pixelis.rft")
 RECIPE = "rft"
 # Config sections a resumed RFT run must share with its checkpoint (the others do not affect it).
-RESUME_CHECKED = ("rft.", "reproducibility.", "model.", "data.path", "agent.", "tools.")
+RESUME_CHECKED = ("rft.", "reproducibility.", "model.", "data.path", "agent.", "tools.", "curriculum.")
 RESUME_EXEMPT = ("rft.save_interval",)
 
 
@@ -92,21 +93,28 @@ class RFTRecipe:
             write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
                                sys.argv, extra={"command": "train-rft (library call)"})
         rft = cfg.rft
-        self.train_set = _load_split(Path(cfg.data.path), "train", cfg.data.max_image_pixels)
+        self.train_set = load_training_split(Path(cfg.data.path), "train", cfg.data.max_image_pixels)
         self.prompts = [t for t in self.train_set if t.target is not None]
         if not self.prompts:
             raise DataError(f"data.path={cfg.data.path}: train.jsonl has no sample with a target to reward")
+        self.curriculum = None
+        if rft.curriculum:
+            self.curriculum = CurriculumManager(cfg.curriculum, logger=log, log_path=self.out_dir / "curriculum.jsonl")
+        stage_weights = [s.rewards for s in cfg.curriculum.stages if s.rewards] if rft.curriculum else []
+        used = {name: 1.0 for weights in [rft.rewards, *stage_weights] for name, w in weights.items() if w}
         try:
-            self.rewards = build_rewards(rft.rewards, rft.reward_params, seed=derive_seed(cfg.reproducibility.seed,
-                                                                                          "rft-curiosity"))
+            self.rewards = build_rewards(used, rft.reward_params,
+                                         seed=derive_seed(cfg.reproducibility.seed, "rft-curiosity"))
         except ValueError as err:
-            raise ConfigError(f"rft.rewards / rft.reward_params: {err}", key="rft.rewards") from None
-        self.reward_weights = dict(rft.rewards)
+            key = "curriculum.stages" if stage_weights else "rft.rewards"
+            raise ConfigError(f"{key} / rft.reward_params: {err}", key=key) from None
+        self.custom_weights: dict[str, float] = {}
         for name, (weight, fn) in (custom_rewards or {}).items():
-            if name in self.reward_weights:
-                raise ValueError(f"custom reward {name!r} clashes with the configured rft.rewards term of that name")
-            self.rewards[name], self.reward_weights[name] = fn, weight
-        if not any(self.reward_weights.get(name) for name in self.rewards):
+            if name in REWARD_NAMES:
+                raise ValueError(f"custom reward {name!r} clashes with the built-in reward term of that name")
+            self.rewards[name], self.custom_weights[name] = fn, weight
+        self.curiosity_boost = 1.0  # raised by the collapse monitor's boost_curiosity response
+        if not any(self.reward_weights.values()):
             raise ConfigError("rft.rewards: every weight is 0; give at least one reward term a weight",
                               key="rft.rewards")
         device = str(self.accelerator.device)
@@ -123,8 +131,8 @@ class RFTRecipe:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         rank = self.accelerator.process_index
         pools = sorted({t.metadata.get("difficulty", "simple") for t in self.prompts})
-        self.sampler = CurriculumSampler([t.metadata.get("difficulty", "simple") for t in self.prompts],
-                                         lambda rng: rng.choice(pools),
+        choose = self.curriculum.sample_difficulty if self.curriculum is not None else lambda rng: rng.choice(pools)
+        self.sampler = CurriculumSampler([t.metadata.get("difficulty", "simple") for t in self.prompts], choose,
                                          seed=derive_seed(cfg.reproducibility.seed, "rft-prompts", rank))
         self.loss_config = GrpoLossConfig(rft.loss_type, rft.epsilon, rft.epsilon_high, rft.beta,
                                           cfg.agent.max_new_tokens * cfg.agent.max_turns)
@@ -133,6 +141,15 @@ class RFTRecipe:
         self.rollouts_without_tools = 0  # before the first tool call
         self.tool_use_seen = self.warned_no_tools = False
         self.history: list[dict[str, Any]] = []
+
+    @property
+    def reward_weights(self) -> dict[str, float]:
+        """The weights of this step: the curriculum stage's (or rft.rewards), custom terms, the curiosity boost."""
+        stage = self.curriculum.current_stage.rewards if self.curriculum is not None else None
+        weights = {**dict(stage or self.cfg.rft.rewards), **self.custom_weights}
+        if "curiosity" in weights:
+            weights["curiosity"] *= self.curiosity_boost
+        return weights
 
     def _resume_config(self, cfg: PixelisConfig, resume: Path) -> PixelisConfig:
         saved = read_state(resume)
@@ -209,6 +226,8 @@ class RFTRecipe:
                                 "rft.learning_rate (nothing was saved for this step)")
         self.step += 1
         metrics = self._rollout_metrics(rollouts)
+        if self.curriculum is not None:
+            self.curriculum.on_train_step()
         rewards = {f"reward/{name}": sum(v) / len(v) for name, v in terms.items()}
         rewards["reward"] = float(total.mean())
         self._watch_tool_use(rollouts)
@@ -223,6 +242,13 @@ class RFTRecipe:
                "parse_error_rate": sum(s.raw_text is not None for s in attempts) / len(attempts) if attempts else 0.0}
         out.update({f"tool_share/{name}": n / len(attempts) for name, n in sorted(tools.items())})
         return out
+
+    def _curriculum_update(self) -> str:
+        """Feed the curriculum the rollouts' accuracy, RaPR and validity since its last evaluation."""
+        recent = self.history[-self.cfg.curriculum.evaluation_interval:]
+        keys = ("accuracy", "rapr", "tool_call_validity")
+        decision = self.curriculum.update({k: sum(r[k] for r in recent) / len(recent) for k in keys}, step=self.step)
+        return decision.action
 
     def _watch_tool_use(self, rollouts: list[Trajectory]) -> None:
         """Warn once when the first `rft.no_tool_warning_after` rollouts made no tool call at all."""
@@ -240,26 +266,16 @@ class RFTRecipe:
 
     def save(self) -> Path:
         """Write `RUN/checkpoint-K` atomically: policy, optimizer, RNG, prompt sampler, reward and monitor state."""
-        path = self.out_dir / f"checkpoint-{self.step}"
-        main = self.accelerator.is_main_process
-        staging = staging_dir(path) if main else path.with_name(f".{path.name}.partial")
-        self.accelerator.wait_for_everyone()
-        write_rank_state(staging, self.accelerator.process_index, self.sampler.state_dict())
-        if main:
-            state = {"recipe": RECIPE, "step": self.step, "world_size": self.accelerator.num_processes,
-                     "history": self.history, "reward_weights": self.reward_weights,
-                     "monitor": self.monitor.state_dict(),
-                     "tool_use": [self.rollouts_without_tools, self.tool_use_seen, self.warned_no_tools], "config_hash": config_hash(self.cfg),
-                     "config": self.cfg.model_dump(mode="json")}
-            extras = {name: r.state_dict() for name, r in self.rewards.items() if hasattr(r, "state_dict")}
-            state = write_shared_state(staging, model=self.accelerator.unwrap_model(self.model), head=None,
-                                       optimizer=self.optimizer, state=state, extras=extras)
-        self.accelerator.wait_for_everyone()
-        if main:
-            commit_dir(staging, path)
-            record_artifact(self.out_dir, f"checkpoint-{self.step}", state["weights_sha256"])
-        self.accelerator.wait_for_everyone()
-        return path
+        state = {"recipe": RECIPE, "step": self.step, "world_size": self.accelerator.num_processes,
+                 "history": self.history, "curiosity_boost": self.curiosity_boost,
+                 "curriculum": None if self.curriculum is None else self.curriculum.state_dict(),
+                 "monitor": self.monitor.state_dict(),
+                 "tool_use": [self.rollouts_without_tools, self.tool_use_seen, self.warned_no_tools],
+                 "config_hash": config_hash(self.cfg), "config": self.cfg.model_dump(mode="json")}
+        extras = {name: r.state_dict() for name, r in self.rewards.items() if hasattr(r, "state_dict")}
+        return save_checkpoint(self.accelerator, self.out_dir, self.step,
+                               model=self.accelerator.unwrap_model(self.model), head=None, optimizer=self.optimizer,
+                               rank_state=self.sampler.state_dict(), state=state, extras=extras)
 
     def load(self, path: Path) -> None:
         """Continue from an RFT checkpoint exactly (an SFT or pre-training checkpoint is refused)."""
@@ -268,29 +284,22 @@ class RFTRecipe:
                                 world_size=self.accelerator.num_processes)
         self.step, self.history = state["step"], state["history"]
         self.sampler.load_state_dict(state["sampler"])
-        self.reward_weights = state["reward_weights"]
+        self.curiosity_boost = state["curiosity_boost"]
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(state["curriculum"])
         self.monitor.load_state_dict(state["monitor"])
         self.rollouts_without_tools, self.tool_use_seen, self.warned_no_tools = state["tool_use"]
         for name, reward_state in (state["extras"] or {}).items():
             self.rewards[name].load_state_dict(reward_state)
         if self.accelerator.is_main_process:
-            for record in ("rft_history.jsonl", "alerts.jsonl"):
-                _truncate_jsonl(self.out_dir / record, self.step)
+            for record in ("rft_history.jsonl", "alerts.jsonl", "curriculum.jsonl"):
+                truncate_records(self.out_dir / record, self.step)
         log.info("resumed from %s at step %d", path, self.step)
 
     def save_final(self) -> Path:
         """The RL-trained policy as a loadable checkpoint (LoRA merged)."""
-        final = self.out_dir / "final"
-        if self.accelerator.is_main_process:
-            staging = staging_dir(final)
-            model = self.accelerator.unwrap_model(self.model)
-            if self.cfg.model.lora.enabled:
-                model = model.merge_and_unload()
-            model.save_pretrained(staging, safe_serialization=True)
-            self.processor.save_pretrained(staging)
-            commit_dir(staging, final)
-        self.accelerator.wait_for_everyone()
-        return final
+        return save_model_dir(self.accelerator, self.out_dir / "final", model=self.accelerator.unwrap_model(self.model),
+                              processor=self.processor, merge_lora=self.cfg.model.lora.enabled)
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -306,7 +315,7 @@ class RFTRecipe:
             if "curiosity" not in self.rewards:
                 raise ConfigError("rft.collapse.response=boost_curiosity needs a curiosity reward "
                                   "(rft.rewards.curiosity > 0)", key="rft.collapse.response")
-            self.reward_weights["curiosity"] *= self.cfg.rft.collapse.boost_factor
+            self.curiosity_boost *= self.cfg.rft.collapse.boost_factor
         elif response == "stop":
             saved = self.save()
             raise TrainingError(f"tool-use collapse at step {self.step}: {alert['reason']}; stopped as "
@@ -329,6 +338,8 @@ class RFTRecipe:
                     last, rollouts = self.train_step()
                 record = {"step": self.step, **last, "reward_weights": dict(self.reward_weights)}
                 self.history.append(record)
+                if self.curriculum is not None and self.step % self.cfg.curriculum.evaluation_interval == 0:
+                    record["decision"] = self._curriculum_update()
                 if self.accelerator.is_main_process:
                     write_jsonl(self.out_dir / "rollouts" / f"step-{self.step:06d}.jsonl", rollouts)
                     with (self.out_dir / "rft_history.jsonl").open("a", encoding="utf-8") as fh:
@@ -348,6 +359,8 @@ class RFTRecipe:
         if self.accelerator.is_main_process:
             record_artifact(self.out_dir, "final_weights", digest)
             plot_rft_history(self.history, self.out_dir / "rft.png")
+            if self.curriculum is not None:
+                self.curriculum.plot(self.out_dir / "curriculum.png")
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         log.info("RFT done: %d steps, weights sha256 %s, final model at %s", self.step, digest[:16], final)

@@ -138,8 +138,8 @@ def policy_pass(model: nn.Module, batch: TurnBatch, temperature: float, device: 
             actions[b].append(hidden[row, prompt_len:prompt_len + len(ids)].mean(dim=0))
             if len(states[b]) == batch.turns_per_rollout[b]:
                 states[b].append(hidden[row, prompt_len + len(ids) - 1])
-    logprobs = logprobs.index_put((torch.tensor(scatter_rows, device=device), torch.tensor(scatter_cols, device=device)),
-                                  torch.cat(values))
+    where = (torch.tensor(scatter_rows, device=device), torch.tensor(scatter_cols, device=device))
+    logprobs = logprobs.index_put(where, torch.cat(values))
     dim = hidden.shape[-1] if hidden is not None else 0
     return PolicyPass(logprobs,
                       [torch.stack(s) if s else torch.zeros(1, dim) for s in states],

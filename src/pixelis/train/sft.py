@@ -41,8 +41,8 @@ from pixelis.model.lora import lora_from_config
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
 from pixelis.run_inputs import resolve_inputs
-from pixelis.train.checkpoint import (commit_dir, config_changes, load_checkpoint, load_head, read_state, save_head,
-                                      staging_dir, weights_hash, write_rank_state, write_shared_state)
+from pixelis.train.checkpoint import (config_changes, load_checkpoint, load_head, read_state, save_checkpoint,
+                                      save_model_dir, weights_hash)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
 from pixelis.train.sampler import CurriculumSampler
 
@@ -61,7 +61,8 @@ class SFTResult:
     stage: str
 
 
-def _load_split(suite: Path, split: str, max_pixels: int) -> list[Trajectory]:
+def load_training_split(suite: Path, split: str, max_pixels: int) -> list[Trajectory]:
+    """`suite/<split>.jsonl`, which must exist and hold trajectories (else one `DataError` naming data.path)."""
     path = suite / f"{split}.jsonl"
     if not path.is_file():
         raise DataError(f"data.path={suite}: missing {split}.jsonl (generate a suite with `pixelis data synth`)")
@@ -116,7 +117,7 @@ def _resume_config(cfg: PixelisConfig, resume: Path, allow_change: bool) -> Pixe
     return resolved
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
+def truncate_records(path: Path, step: int) -> None:
     """Drop the records of `path` written after `step` (a resumed run writes them again)."""
     if path.is_file():
         lines = [line for line in path.read_text(encoding="utf-8").splitlines()
@@ -152,8 +153,8 @@ class SFTRecipe:
             write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
                                sys.argv, extra={"command": "train-sft (library call)"})
         suite = Path(cfg.data.path)
-        self.train_set = _load_split(suite, "train", cfg.data.max_image_pixels)
-        self.val_set = _load_split(suite, "val", cfg.data.max_image_pixels)
+        self.train_set = load_training_split(suite, "train", cfg.data.max_image_pixels)
+        self.val_set = load_training_split(suite, "val", cfg.data.max_image_pixels)
         self.model, self.processor = load_policy(cfg.model.path, dtype=cfg.model.dtype,
                                                  device=str(self.accelerator.device))
         if cfg.model.lora.enabled:
@@ -274,22 +275,11 @@ class SFTRecipe:
 
     def save(self) -> Path:
         """Write `RUN/checkpoint-K` atomically: every rank adds its sampler and RNG state, rank 0 the rest."""
-        path = self.out_dir / f"checkpoint-{self.step}"
-        main = self.accelerator.is_main_process
-        staging = staging_dir(path) if main else path.with_name(f".{path.name}.partial")
-        self.accelerator.wait_for_everyone()
-        write_rank_state(staging, self.accelerator.process_index, self.sampler.state_dict())
-        if main:
-            state = write_shared_state(staging, model=self.accelerator.unwrap_model(self.model),
-                                       head=None if self.head is None else self.accelerator.unwrap_model(self.head),
-                                       optimizer=self.optimizer, state=self._trainer_state())
-        self.accelerator.wait_for_everyone()
-        if main:
-            commit_dir(staging, path)
-            record_artifact(self.out_dir, f"checkpoint-{self.step}", state["weights_sha256"])
-            log.info("checkpoint %s (weights sha256 %s)", path, state["weights_sha256"][:16])
-        self.accelerator.wait_for_everyone()
-        return path
+        return save_checkpoint(self.accelerator, self.out_dir, self.step,
+                               model=self.accelerator.unwrap_model(self.model),
+                               head=None if self.head is None else self.accelerator.unwrap_model(self.head),
+                               optimizer=self.optimizer, rank_state=self.sampler.state_dict(),
+                               state=self._trainer_state())
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint, each rank its own sampler and RNG; records after its step are dropped."""
@@ -303,24 +293,15 @@ class SFTRecipe:
         self.history = state["history"]
         if self.accelerator.is_main_process:
             for record in ("curriculum.jsonl", "train_history.jsonl"):
-                _truncate_jsonl(self.out_dir / record, self.step)
+                truncate_records(self.out_dir / record, self.step)
         log.info("resumed from %s at step %d (stage %s)", path, self.step, self.curriculum.current_stage.name)
 
     def save_final(self) -> Path:
         """The trained policy as a loadable checkpoint (LoRA merged), plus the aux head when trained."""
-        final = self.out_dir / "final"
-        if self.accelerator.is_main_process:
-            staging = staging_dir(final)
-            model = self.accelerator.unwrap_model(self.model)
-            if self.cfg.model.lora.enabled:
-                model = model.merge_and_unload()
-            model.save_pretrained(staging, safe_serialization=True)
-            self.processor.save_pretrained(staging)
-            if self.head is not None:
-                save_head(self.accelerator.unwrap_model(self.head), staging)
-            commit_dir(staging, final)
-        self.accelerator.wait_for_everyone()
-        return final
+        return save_model_dir(self.accelerator, self.out_dir / "final", model=self.accelerator.unwrap_model(self.model),
+                              processor=self.processor,
+                              head=None if self.head is None else self.accelerator.unwrap_model(self.head),
+                              merge_lora=self.cfg.model.lora.enabled)
 
     # ------------------------------------------------------------------------------------------ run
 
