@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pixelis.agent import Agent, AgentLimits, ModelPolicy, SamplingParams
@@ -87,6 +88,9 @@ class RFTRecipe:
             cfg = self._resume_config(cfg, resume)
         elif self.accelerator.is_main_process:
             cfg = resolve_inputs(cfg, self.out_dir, show_progress=show_progress)
+        if resume is None and self.accelerator.num_processes > 1:  # the other ranks use what rank 0 built
+            self.accelerator.wait_for_everyone()
+            cfg = resolve_inputs(cfg, self.out_dir, show_progress=False)
         self.cfg = cfg
         if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +177,7 @@ class RFTRecipe:
         """This step's groups: `num_generations` rollouts of each drawn prompt, consecutive, scored."""
         rft = self.cfg.rft
         prompts = [self.prompts[i] for i in self.sampler.next_batch(rft.prompts_per_step)]
+        self.prompt_ids = [p.id for p in prompts]
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
         agent = Agent(ModelPolicy(model, self.processor), self.tools, AgentLimits.from_config(self.cfg.agent),
@@ -231,7 +236,8 @@ class RFTRecipe:
         rewards = {f"reward/{name}": sum(v) / len(v) for name, v in terms.items()}
         rewards["reward"] = float(total.mean())
         self._watch_tool_use(rollouts)
-        return {**logged, **rewards, **metrics, "lr": lr}, rollouts
+        drawn = gather_object([self.prompt_ids])  # every rank's prompts, in rank order
+        return {**logged, **rewards, **metrics, "lr": lr, "prompts": drawn}, rollouts
 
     def _rollout_metrics(self, rollouts: list[Trajectory]) -> dict[str, float]:
         m = compute_metrics(rollouts)
