@@ -36,3 +36,25 @@ def test_qwen2_5_vl_family_runs_through_the_loop(tmp_path, train_suite_dir):
     traj = Agent(ModelPolicy(model, processor), limits=LIMITS).run(samples[0])
     assert traj.metadata["termination"] in {"answer", "max_turns", "max_new_tokens"}
     assert traj.steps or traj.answer is not None
+
+
+def test_vision_tokens_are_never_sampled(tiny_model_dir):
+    """A sampled <|image_pad|> would shift the image placement when the turn is fed back (seen in RFT)."""
+    import torch
+
+    from pixelis.agent.policies import RowSeededSampler, vision_token_ids
+
+    _, processor = load_policy(tiny_model_dir)
+    banned = vision_token_ids(processor.tokenizer)
+    assert len(banned) == 4
+    vocab = len(processor.tokenizer)
+    for sampling in (SamplingParams(), SAMPLING):
+        sampler = RowSeededSampler([1, 2], sampling, torch.device("cpu"), suppressed=banned)
+        scores = torch.zeros(2, vocab)
+        scores[:, banned] = 50.0  # by far the likeliest tokens
+        forced = sampler(torch.zeros(2, 1, dtype=torch.long), scores)
+        chosen = forced.argmax(dim=-1).tolist()
+        assert not set(chosen) & set(banned)
+        # the recorded log-prob is under the distribution without them: uniform over the rest
+        expected = -torch.log(torch.tensor(float(vocab - len(banned)))).item()
+        assert all(abs(lp[0] - expected) < 1e-4 for lp in sampler.logprobs)

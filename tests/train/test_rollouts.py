@@ -21,8 +21,8 @@ def golden_sampler(golden, tokenizer):
 
     class GoldenSampler(RowSeededSampler):
         @classmethod
-        def for_requests(cls, requests, device):
-            sampler = super().for_requests(requests, device)
+        def for_requests(cls, requests, device, suppressed=()):
+            sampler = super().for_requests(requests, device, suppressed)
             sampler.forced = [tokenizer.encode(golden[r.sample.id][r.turn], add_special_tokens=False) + [end]
                               for r in requests]
             return sampler
