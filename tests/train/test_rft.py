@@ -5,22 +5,13 @@ import logging
 import subprocess
 
 import pytest
-import torch
 
 from pixelis.core.config import ConfigError, load_config
 from pixelis.core.errors import DataError, TrainingError
-from pixelis.core.repro import enable_deterministic_mode, set_global_seed
+from pixelis.core.repro import set_global_seed
 from pixelis.core.trajectory import read_jsonl
 from pixelis.train.rft import RFTRecipe, train_rft
 from sft_args import BIN
-
-
-@pytest.fixture
-def deterministic():
-    set_global_seed(0)
-    settings = enable_deterministic_mode(num_threads=2)
-    yield settings
-    torch.use_deterministic_algorithms(False)
 
 
 def rft_overrides(suite, model, steps=2, **extra):

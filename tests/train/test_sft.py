@@ -10,21 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 from pixelis.core.config import ConfigError, load_config
-from pixelis.core.repro import enable_deterministic_mode, set_global_seed
+from pixelis.core.repro import set_global_seed
 from pixelis.core.trajectory import Trajectory, read_jsonl
 from pixelis.core.errors import DataError
 from pixelis.train.sft import _round_robin, train_sft
 from sft_args import BIN, sft_overrides, train_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def deterministic():
-    set_global_seed(0)
-    settings = enable_deterministic_mode(num_threads=2)
-    yield settings
-    torch.use_deterministic_algorithms(False)
 
 
 def test_short_run_lowers_loss_and_writes_everything(tmp_path, train_suite_dir, tiny_model_dir, deterministic):

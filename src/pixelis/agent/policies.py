@@ -48,10 +48,15 @@ class ReplayPolicy:
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
+def token_ids_of(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
+    """The ids of those of `tokens` the tokenizer has (unknown ones are left out)."""
+    ids = (tokenizer.convert_tokens_to_ids(t) for t in tokens)
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
 def vision_token_ids(tokenizer: Any) -> list[int]:
     """The ids of `VISION_TOKENS` the tokenizer has."""
-    ids = (tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS)
-    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+    return token_ids_of(tokenizer, VISION_TOKENS)
 
 
 class RowSeededSampler(LogitsProcessor):
@@ -115,8 +120,7 @@ class ModelPolicy:
         self.processor = processor
         self.sampler = sampler  # picks and records each token; a subclass can steer it (e.g. to force a text)
         tokenizer = processor.tokenizer
-        self.end_ids = [i for i in (tokenizer.convert_tokens_to_ids(t) for t in self.END_TOKENS)
-                        if i is not None and i != tokenizer.unk_token_id]
+        self.end_ids = token_ids_of(tokenizer, self.END_TOKENS)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
         self.suppressed = vision_token_ids(tokenizer)
 
@@ -143,7 +147,7 @@ class ModelPolicy:
                 max_new_tokens: int) -> Generation:
         ended = next((i for i, t in enumerate(tokens) if t in self.end_ids), None)
         sampled = tokens if ended is None else tokens[:ended + 1]  # the end token was sampled too
-        text = self.processor.tokenizer.decode(sampled[:ended], skip_special_tokens=False)
+        text = self.processor.tokenizer.decode(tokens if ended is None else tokens[:ended], skip_special_tokens=False)
         return Generation(text=text.strip(), num_tokens=len(sampled),
                           truncated=ended is None and len(tokens) >= max_new_tokens,
                           prompt_ids=prompt_ids, token_ids=sampled, logprobs=logprobs[:len(sampled)])

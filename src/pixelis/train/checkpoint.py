@@ -42,7 +42,7 @@ __all__ = ["RESUME_SAFE_KEYS", "commit_dir", "config_changes", "latest_checkpoin
            "write_rank_state", "write_shared_state"]
 
 # Config keys (dotted prefixes) a resume may change without breaking bitwise resume-exactness.
-RESUME_SAFE_KEYS = ("logging", "tracing", "sft.save_interval", "sft.report_to", "data.workers")
+RESUME_SAFE_KEYS = ("logging", "tracing", "sft.save_interval", "sft.report_to", "rft.save_interval", "data.workers")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -214,12 +214,15 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs, except `RESUME_SAFE_KEYS`, as `key: a -> b`."""
+def config_changes(saved: dict[str, Any], current: dict[str, Any], within: tuple[str, ...] | None = None) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, except `RESUME_SAFE_KEYS`, as `key: a -> b`;
+    with `within`, only keys starting with one of those prefixes (the sections a recipe depends on)."""
     flat_saved, flat_current = _flatten(saved), _flatten(current)
     changed = []
     for key in sorted(set(flat_saved) | set(flat_current)):
         if any(key == safe or key.startswith(f"{safe}.") for safe in RESUME_SAFE_KEYS):
+            continue
+        if within is not None and not key.startswith(within):
             continue
         before, after = flat_saved.get(key, "<unset>"), flat_current.get(key, "<unset>")
         if before != after:

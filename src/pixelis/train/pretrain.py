@@ -13,18 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.errors import CheckpointError, TrainingError
-from pixelis.core.repro import record_artifact, write_run_manifest
+from pixelis.core.repro import record_artifact
 from pixelis.core.tracing import TracedOperation
 from pixelis.eval.grounding import evaluate_grounding
 from pixelis.model.chat import collate, render_trajectory
@@ -33,6 +31,7 @@ from pixelis.data.grounding import grounding_sample
 from pixelis.train.checkpoint import (config_changes, load_checkpoint, read_state, save_checkpoint, save_model_dir,
                                       weights_hash)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
+from pixelis.train.run_setup import ensure_manifest, step_progress
 from pixelis.train.sft import lr_at
 
 log = logging.getLogger("pixelis.pretrain")
@@ -60,10 +59,7 @@ class PretrainRecipe:
                  show_progress: bool = True):
         self.cfg, self.out_dir, self.resume, self.show_progress = cfg, Path(out_dir), resume, show_progress
         self.accelerator = Accelerator(cpu=resolve_device(cfg.model.device).type == "cpu")
-        if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
-                               sys.argv, extra={"command": "model-pretrain (library call)"})
+        ensure_manifest(self.accelerator, self.out_dir, cfg, "model-pretrain")
         self.model, self.processor = load_policy(model_dir, dtype=cfg.model.dtype, device=str(self.accelerator.device))
         hidden = self.model.config.get_text_config().hidden_size
         self.head = ArgumentHead(hidden) if cfg.pretrain.aux_weight > 0 else None
@@ -137,8 +133,7 @@ class PretrainRecipe:
         saved = read_state(path)
         if saved.get("recipe") != RECIPE:
             raise CheckpointError(f"--resume {path}: not a grounding pre-training checkpoint")
-        changes = [c for c in config_changes(saved["config"], self.cfg.model_dump(mode="json"))
-                   if c.startswith(RESUME_CHECKED)]
+        changes = config_changes(saved["config"], self.cfg.model_dump(mode="json"), within=RESUME_CHECKED)
         if changes:
             raise ConfigError(f"--resume {path}: the config differs from the checkpoint's: {'; '.join(changes)}; "
                               "restore it to resume exactly", key=changes[0].split(":")[0])
@@ -161,13 +156,11 @@ class PretrainRecipe:
         cfg = self.cfg.pretrain
         if self.resume is not None:
             self.load(self.resume)
-        columns = (TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
         last: dict[str, float] = {"loss": float("nan")}
         heldout: dict[str, Any] = next((r["heldout"] for r in reversed(self.history) if "heldout" in r), {})
         show = self.show_progress and self.accelerator.is_main_process
         with TracedOperation("pretrain.run", "train", {"max_steps": cfg.max_steps}), \
-                Progress(*columns, disable=not show) as progress:
+                step_progress("pretrain", show) as progress:
             task = progress.add_task("pretrain", total=cfg.max_steps, completed=self.step, info="")
             while self.step < cfg.max_steps:
                 last = self.train_step()

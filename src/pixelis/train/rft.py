@@ -18,7 +18,6 @@ import copy
 import json
 import logging
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,20 +26,18 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pixelis.agent import Agent, AgentLimits, ModelPolicy, SamplingParams
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.errors import CheckpointError, DataError, TrainingError
-from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
+from pixelis.core.repro import derive_seed, record_artifact
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, write_jsonl
 from pixelis.eval.metrics import compute_metrics
 from pixelis.eval.scoring import score_answer
 from pixelis.model.load import load_policy, resolve_device
 from pixelis.model.lora import lora_from_config
-from pixelis.run_inputs import resolve_inputs
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
 from pixelis.train.checkpoint import (config_changes, load_checkpoint, read_state, save_checkpoint, save_model_dir,
@@ -49,6 +46,7 @@ from pixelis.train.monitor import CollapseMonitor, plot_rft_history
 from pixelis.train.grpo import GrpoLossConfig, group_advantages, grpo_loss
 from pixelis.train.rewards import REWARD_NAMES, RolloutRecord, build_rewards, combine
 from pixelis.train.rollouts import policy_pass, turn_batch
+from pixelis.train.run_setup import ensure_manifest, resolve_on_every_rank, step_progress
 from pixelis.train.sampler import CurriculumSampler
 from pixelis.train.sft import load_training_split, lr_at, truncate_records
 
@@ -56,7 +54,6 @@ log = logging.getLogger("pixelis.rft")
 RECIPE = "rft"
 # Config sections a resumed RFT run must share with its checkpoint (the others do not affect it).
 RESUME_CHECKED = ("rft.", "reproducibility.", "model.", "data.path", "agent.", "tools.", "curriculum.")
-RESUME_EXEMPT = ("rft.save_interval",)
 
 
 @dataclass
@@ -86,16 +83,10 @@ class RFTRecipe:
         self.accelerator = Accelerator(cpu=resolve_device(cfg.model.device).type == "cpu")
         if resume is not None:
             cfg = self._resume_config(cfg, resume)
-        elif self.accelerator.is_main_process:
-            cfg = resolve_inputs(cfg, self.out_dir, show_progress=show_progress)
-        if resume is None and self.accelerator.num_processes > 1:  # the other ranks use what rank 0 built
-            self.accelerator.wait_for_everyone()
-            cfg = resolve_inputs(cfg, self.out_dir, show_progress=False)
+        else:
+            cfg = resolve_on_every_rank(self.accelerator, cfg, self.out_dir, show_progress)
         self.cfg = cfg
-        if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
-                               sys.argv, extra={"command": "train-rft (library call)"})
+        ensure_manifest(self.accelerator, self.out_dir, cfg, "train-rft")
         rft = cfg.rft
         self.train_set = load_training_split(Path(cfg.data.path), "train", cfg.data.max_image_pixels)
         self.prompts = [t for t in self.train_set if t.target is not None]
@@ -164,8 +155,7 @@ class RFTRecipe:
             resolved.data.path = saved["config"]["data"]["path"]
         if resolved.model.path is None:
             resolved.model.path = saved["config"]["model"]["path"]
-        changes = [c for c in config_changes(saved["config"], resolved.model_dump(mode="json"))
-                   if c.startswith(RESUME_CHECKED) and not c.startswith(RESUME_EXEMPT)]
+        changes = config_changes(saved["config"], resolved.model_dump(mode="json"), within=RESUME_CHECKED)
         if changes:
             raise ConfigError(f"--resume {resume}: the config differs from the checkpoint's: {'; '.join(changes)}; "
                               "restore it to resume exactly", key=changes[0].split(":")[0])
@@ -177,7 +167,6 @@ class RFTRecipe:
         """This step's groups: `num_generations` rollouts of each drawn prompt, consecutive, scored."""
         rft = self.cfg.rft
         prompts = [self.prompts[i] for i in self.sampler.next_batch(rft.prompts_per_step)]
-        self.prompt_ids = [p.id for p in prompts]
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
         agent = Agent(ModelPolicy(model, self.processor), self.tools, AgentLimits.from_config(self.cfg.agent),
@@ -236,7 +225,7 @@ class RFTRecipe:
         rewards = {f"reward/{name}": sum(v) / len(v) for name, v in terms.items()}
         rewards["reward"] = float(total.mean())
         self._watch_tool_use(rollouts)
-        drawn = gather_object([self.prompt_ids])  # every rank's prompts, in rank order
+        drawn = gather_object([[t.id for t in rollouts[::rft.num_generations]]])  # every rank's prompts, in rank order
         return {**logged, **rewards, **metrics, "lr": lr, "prompts": drawn}, rollouts
 
     def _rollout_metrics(self, rollouts: list[Trajectory]) -> dict[str, float]:
@@ -332,12 +321,10 @@ class RFTRecipe:
         cfg = self.cfg.rft
         if self.resume is not None:
             self.load(self.resume)
-        columns = (TextColumn("[bold]rft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
         last: dict[str, Any] = {"loss": float("nan")}
         show = self.show_progress and self.accelerator.is_main_process
         with TracedOperation("rft.run", "train", {"max_steps": cfg.max_steps}) as self.span, \
-                Progress(*columns, disable=not show) as progress:
+                step_progress("rft", show) as progress:
             task = progress.add_task("rft", total=cfg.max_steps, completed=self.step, info="")
             while self.step < cfg.max_steps:
                 with TracedOperation("rft.step", "train", {"step": self.step + 1}):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, is_mlflow_available, is_tensorboard_available, is_wandb_available
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pixelis.agent import Agent, AgentLimits, SamplingParams
 from pixelis.agent.policies import ModelPolicy
@@ -30,7 +28,7 @@ from pixelis.agent.prompt import ToolPrompt
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.errors import CheckpointError, DataError, TrainingError
-from pixelis.core.repro import derive_seed, record_artifact, write_run_manifest
+from pixelis.core.repro import derive_seed, record_artifact
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, read_jsonl, write_jsonl
 from pixelis.eval.metrics import compute_metrics
@@ -40,10 +38,10 @@ from pixelis.model.load import load_policy, resolve_device
 from pixelis.model.lora import lora_from_config
 from pixelis.tools.base import ToolLimits
 from pixelis.tools.registry import ToolRegistry
-from pixelis.run_inputs import resolve_inputs
 from pixelis.train.checkpoint import (config_changes, load_checkpoint, load_head, read_state, save_checkpoint,
                                       save_model_dir, weights_hash)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
+from pixelis.train.run_setup import ensure_manifest, resolve_on_every_rank, step_progress
 from pixelis.train.sampler import CurriculumSampler
 
 log = logging.getLogger("pixelis.sft")
@@ -141,17 +139,10 @@ class SFTRecipe:
                                        cpu=resolve_device(cfg.model.device).type == "cpu")
         if resume is not None:
             cfg = _resume_config(cfg, resume, allow_config_change)
-        elif self.accelerator.is_main_process:
-            cfg = resolve_inputs(cfg, self.out_dir, show_progress=show_progress)
-        if resume is None and self.accelerator.num_processes > 1:  # the other ranks use what rank 0 built
-            self.accelerator.wait_for_everyone()
-            cfg = resolve_inputs(cfg, self.out_dir, show_progress=False)
+        else:
+            cfg = resolve_on_every_rank(self.accelerator, cfg, self.out_dir, show_progress)
         self.cfg = cfg
-        if self.accelerator.is_main_process and not (self.out_dir / "run.json").is_file():
-            # Called as a library (not through `pixelis train`): still leave a manifest to record hashes in.
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_run_manifest(self.out_dir, cfg.reproducibility.seed, cfg.reproducibility.deterministic, cfg,
-                               sys.argv, extra={"command": "train-sft (library call)"})
+        ensure_manifest(self.accelerator, self.out_dir, cfg, "train-sft")
         suite = Path(cfg.data.path)
         self.train_set = load_training_split(suite, "train", cfg.data.max_image_pixels)
         self.val_set = load_training_split(suite, "val", cfg.data.max_image_pixels)
@@ -314,12 +305,10 @@ class SFTRecipe:
             # A resumed run purges the tensorboard events it logged after the checkpoint's step.
             purge = {"tensorboard": {"purge_step": self.step + 1}} if self.resume is not None else {}
             self.accelerator.init_trackers("sft", config=_flat_hparams(self.cfg), init_kwargs=purge)
-        columns = (TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
         last: dict[str, float] = {"loss": float("nan")}
         show = self.show_progress and self.accelerator.is_main_process
         with TracedOperation("sft.run", "train", {"max_steps": cfg.max_steps}), \
-                Progress(*columns, disable=not show) as progress:
+                step_progress("sft", show) as progress:
             task = progress.add_task("sft", total=cfg.max_steps, completed=self.step, info="")
             while self.step < cfg.max_steps:
                 last = self.train_step()
