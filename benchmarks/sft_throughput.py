@@ -173,9 +173,9 @@ def compare_first_batch(recipe, trainer, batch: list[int]) -> dict[str, Any]:
     """Collate the first batch with both pipelines and compare what the model would see."""
     import torch
 
-    from pixelis.model.chat import collate
+    from pixelis.train.sft_batch import collate_sft
 
-    ours = collate([recipe.rendered[i] for i in batch], recipe.pad_id, recipe.cfg.sft.action_token_weight)
+    ours = collate_sft([recipe.rendered[i] for i in batch], recipe.pad_id, recipe.cfg.sft.action_token_weight)
     theirs = trainer.data_collator([trainer.train_dataset[k] for k in range(len(batch))])
     mask = theirs["attention_mask"].bool()
     same_shape = ours["input_ids"].shape == theirs["input_ids"].shape
@@ -194,14 +194,15 @@ def compare_first_batch(recipe, trainer, batch: list[int]) -> dict[str, Any]:
 
 def profile_pixelis(recipe, batches: list[list[int]]) -> dict[str, float]:
     """Mean seconds per step of each part of a Pixelis step (collate, forward, loss, backward, optimizer)."""
-    from pixelis.model.chat import MODEL_INPUT_KEYS, collate
+    from pixelis.model.chat import MODEL_INPUT_KEYS
     from pixelis.train.loss import masked_imitation_loss
+    from pixelis.train.sft_batch import collate_sft
 
     parts = {"collate": 0.0, "forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
     recipe.model.train()
     for indices in batches:
         t0 = time.perf_counter()
-        batch = collate([recipe.rendered[i] for i in indices], recipe.pad_id, recipe.cfg.sft.action_token_weight)
+        batch = collate_sft([recipe.rendered[i] for i in indices], recipe.pad_id, recipe.cfg.sft.action_token_weight)
         inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
         t1 = time.perf_counter()
         out = recipe.model(**inputs)

@@ -17,9 +17,10 @@ import torch
 
 from pixelis.agent.prompt import ToolPrompt
 from pixelis.core.trajectory import read_jsonl
-from pixelis.model.chat import MODEL_INPUT_KEYS, collate, render_trajectory
+from pixelis.model.chat import MODEL_INPUT_KEYS
 from pixelis.model.load import load_policy
 from pixelis.tools.registry import ToolRegistry
+from pixelis.train.sft_batch import collate_sft, render_sft_sample
 
 
 def token_kinds(pieces: list[str], action: list[bool]) -> list[str]:
@@ -41,8 +42,8 @@ def token_loss(model_dir: Path, data: Path, limit: int, tool_prompt: str) -> dic
     prompt = ToolPrompt.build(ToolRegistry.default().schemas(), tool_prompt)
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for traj in read_jsonl(data)[:limit]:
-        batch = collate([render_trajectory(processor, traj, prompt.tools, system=prompt.system)],
-                        tokenizer.pad_token_id)
+        batch = collate_sft([render_sft_sample(processor, traj, prompt.tools, system=prompt.system)],
+                            tokenizer.pad_token_id)
         logits = model(**{k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}).logits[0, :-1].float()
         targets = batch["input_ids"][0, 1:]
         nll = -torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]

@@ -1,4 +1,4 @@
-"""Chat rendering: exact assistant/action masks, train-vs-inference token identity, tools, truncation."""
+"""Chat rendering: exact assistant masks, train-vs-inference token identity, tools, truncation, the token locator."""
 
 import copy
 import random
@@ -61,25 +61,6 @@ def test_assistant_mask_is_exactly_what_the_model_generates(any_policy, trajs, t
     visual = {tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
     assert not any(int(i) in visual for i in masked)
     assert not (sample.assistant_mask.bool() & (sample.mm_token_type_ids != 0)).any()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_action_mask_covers_exactly_the_tool_calls(any_policy, trajs, tools, name):
-    processor = any_policy[1]
-    tok = processor.tokenizer
-    sample = render_trajectory(processor, trajs[name], tools=tools)
-    # every call, and an unclosed one up to the end of its turn
-    calls = [c for t in assistant_texts(trajs[name]) for c in re.findall(r"<tool_call>.*?(?:</tool_call>|$)", t, re.S)]
-    assert sum(t.count("<tool_call>") for t in assistant_texts(trajs[name])) == len(calls)
-
-    action_runs = runs(sample.action_mask)
-    assert [tok.decode(sample.input_ids[a:b]) for a, b in action_runs] == calls
-    assert bool((sample.action_mask <= sample.assistant_mask).all())
-    assert sample.call_token_positions == [a for a, _ in action_runs]
-    assert all(tok.convert_ids_to_tokens(int(sample.input_ids[p])) == "<tool_call>"
-               for p in sample.call_token_positions)
-    # the system prompt's format example <tool_call>...</tool_call> is not an action
-    assert "<tool_call>" in tok.decode(sample.input_ids[: sample.assistant_turns[0][0]])
 
 
 def test_training_prefix_equals_generation_prompt(any_policy, trajs, tools):
@@ -158,7 +139,7 @@ def test_truncation_never_splits_an_image(any_policy, trajs):
             assert ids.count(pad) == int(cut.image_grid_thw.prod(dim=1).sum()) // merge
             assert cut.pixel_values.shape[0] == int(cut.image_grid_thw.prod(dim=1).sum())
             assert torch.equal(cut.pixel_values, full.pixel_values[: cut.pixel_values.shape[0]])
-        assert all(p < len(cut) for p in cut.call_token_positions)
+        assert cut.locator.offsets.shape[0] == len(cut)
     same = render_trajectory(processor, trajs["multi"], max_length=len(full))
     assert not same.truncated and torch.equal(same.input_ids, full.input_ids)
 
@@ -189,6 +170,10 @@ def test_masks_on_random_trajectories(any_policy, make_scene):
         for (start, end), text in zip(sample.assistant_turns, turns):
             assert sample.input_ids[start:end].tolist() == tok(text + "<|im_end|>").input_ids
         assert int(sample.assistant_mask.sum()) == sum(b - a for a, b in sample.assistant_turns)
-        assert len(sample.call_token_positions) == sum(1 for s in steps if s.call is not None)
+        opens = [m.start() for a, b in sample.turn_char_spans for m in re.finditer("<tool_call>", sample.text[:b])
+                 if m.start() >= a]
+        assert len(opens) == sum(1 for s in steps if s.call is not None)
+        assert all(tok.convert_ids_to_tokens(int(sample.input_ids[sample.locator.position(c)])) == "<tool_call>"
+                   for c in opens)
         assert int((sample.mm_token_type_ids != 0).sum()) == (
             0 if sample.image_grid_thw is None else int(sample.image_grid_thw.prod(dim=1).sum()) // 4)

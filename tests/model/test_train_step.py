@@ -4,14 +4,16 @@ import torch
 
 from pixelis.core.trajectory import to_messages
 from pixelis.model.chat import MODEL_INPUT_KEYS, build_generation_prompt, collate, render_trajectory
+from pixelis.train.sft_batch import collate_sft, render_sft_sample
 
 
 def test_collate_pads_right_and_concatenates_images(policy, trajs, tools):
     processor = policy[1]
     pad_id = processor.tokenizer.pad_token_id
-    a = render_trajectory(processor, trajs["multi"], tools)
-    b = render_trajectory(processor, trajs["direct"], tools)
-    batch = collate([a, b], pad_id, action_weight=3.0)
+    sft_a = render_sft_sample(processor, trajs["multi"], tools)
+    sft_b = render_sft_sample(processor, trajs["direct"], tools)
+    a, b = sft_a.rendered, sft_b.rendered
+    batch = collate_sft([sft_a, sft_b], pad_id, action_weight=3.0)
     n = max(len(a), len(b))
     assert batch["input_ids"].shape == (2, n)
     short = 0 if len(a) < len(b) else 1
@@ -29,7 +31,7 @@ def test_collate_pads_right_and_concatenates_images(policy, trajs, tools):
     assert set(weights[batch["action_mask"].bool()].tolist()) == {3.0}
     assert set(weights[(batch["assistant_mask"] - batch["action_mask"]).bool()].tolist()) == {1.0}
     assert float(weights[batch["labels"] == -100].abs().sum()) == 0.0
-    assert batch["call_token_positions"].tolist() == [[0, p] for p in a.call_token_positions]
+    assert batch["call_token_positions"].tolist() == [[0, p] for p in sft_a.call_token_positions]
 
 
 def test_forward_backward_on_collated_batch(any_policy, trajs, tools):

@@ -6,7 +6,7 @@ import torch
 
 from pixelis.agent.prompt import ToolPrompt
 from pixelis.core.trajectory import read_jsonl
-from pixelis.model.chat import collate, render_trajectory
+from pixelis.train.sft_batch import collate_sft, render_sft_sample
 from pixelis.model.load import load_policy
 from pixelis.tools.registry import ToolRegistry
 from pixelis.train.loss import ArgumentHead, AuxBatch, aux_argument_loss, call_argument_target, call_targets, \
@@ -33,8 +33,8 @@ def test_rendered_weights_cover_exactly_assistant_tokens_with_calls_upweighted(t
     model, processor = load_policy(tiny_model_dir)
     traj = next(t for t in read_jsonl(train_suite_dir / "train.jsonl") if t.steps and not t.metadata["trap"])
     prompt = ToolPrompt.build(ToolRegistry.default().schemas(), "compact")
-    sample = render_trajectory(processor, traj, prompt.tools, system=prompt.system)
-    batch = collate([sample], processor.tokenizer.pad_token_id, action_weight=2.0)
+    sample = render_sft_sample(processor, traj, prompt.tools, system=prompt.system)
+    batch = collate_sft([sample], processor.tokenizer.pad_token_id, action_weight=2.0)
     w, ids = batch["weights"][0], batch["input_ids"][0]
     image_pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert (w[ids == image_pad] == 0).all()
@@ -57,16 +57,17 @@ def test_trap_turns_are_context_but_never_imitated(tiny_model_dir, synth_suite):
     traj = next(t for t in synth_suite["train"] if any(s.kind == "trap" for s in t.steps))
     at = [s.kind for s in traj.steps].index("trap")
     prompt = ToolPrompt.build(ToolRegistry.default().schemas(), "compact")
-    sample = render_trajectory(processor, traj, prompt.tools, system=prompt.system)
-    batch = collate([sample], tok.pad_token_id, action_weight=2.0)
+    sample = render_sft_sample(processor, traj, prompt.tools, system=prompt.system)
+    batch = collate_sft([sample], tok.pad_token_id, action_weight=2.0)
     weights = batch["weights"][0]
-    (trap_start, trap_end), (fix_start, fix_end) = sample.assistant_turns[at], sample.assistant_turns[at + 1]
+    turns = sample.rendered.assistant_turns
+    (trap_start, trap_end), (fix_start, fix_end) = turns[at], turns[at + 1]
     trap_call = json.dumps({"name": traj.steps[at].call.name, "arguments": traj.steps[at].call.arguments})
-    assert trap_call in tok.decode(sample.input_ids[trap_start:trap_end])  # in the context...
+    assert trap_call in tok.decode(sample.rendered.input_ids[trap_start:trap_end])  # in the context...
     assert (weights[trap_start:trap_end] == 0).all()  # ...but not learned
     assert (weights[fix_start:fix_end] > 0).all() and (weights[fix_start:fix_end] == 2.0).any()
-    trained_turns = [i for i, (a, b) in enumerate(sample.assistant_turns) if (weights[a:b] > 0).all()]
-    assert trained_turns == [i for i in range(len(sample.assistant_turns)) if i != at]
+    trained_turns = [i for i, (a, b) in enumerate(turns) if (weights[a:b] > 0).all()]
+    assert trained_turns == [i for i in range(len(turns)) if i != at]
     # the aux head skips the trap's wrong box but still lines up with every later call
     targets = call_targets(traj)
     assert len(targets) == len(sample.call_token_positions) and targets[at] is None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Collection, Sequence
 
@@ -28,9 +27,6 @@ from transformers.processing_utils import ProcessorMixin
 from pixelis.core.trajectory import Trajectory, to_messages
 
 END_OF_TURN = "<|im_end|>"
-# A call runs to its </tool_call>, or to the end of the turn when a (malformed) call is never closed.
-_CALL_SPAN = re.compile(r"<tool_call>.*?(?:</tool_call>|(?=<\|im_end\|>))", re.S)
-_CALL_OPEN = re.compile(re.escape("<tool_call>"))
 # Keys of a collated batch that the model's forward() accepts; the others are for the loss.
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw", "labels")
 
@@ -56,6 +52,36 @@ class ChatTemplateError(ValueError):
 
 
 @dataclass
+class TokenLocator:
+    """Maps character positions of the rendered template text to token positions.
+
+    `offsets` (L, 2) are the tokens' character ranges in the image-expanded text the processor tokenized;
+    `replacement_ends` / `gained` record where each image placeholder ended and how many characters the
+    expansions before it added, so a rendered-text position can be shifted into the expanded text.
+    """
+
+    offsets: torch.Tensor
+    replacement_ends: list[int]
+    gained: list[int]
+
+    def _shift(self, char: int) -> int:
+        return char + self.gained[bisect.bisect_right(self.replacement_ends, char)]
+
+    def mask(self, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """1 on every token overlapping one of the character `spans` of the rendered text."""
+        return _token_mask(self.offsets, [(self._shift(a), self._shift(b)) for a, b in spans])
+
+    def position(self, char: int) -> int | None:
+        """The token holding character `char` of the rendered text (None when it was truncated away)."""
+        after = (self.offsets[:, 1] > self._shift(char)).nonzero()
+        return int(after[0]) if after.numel() else None
+
+    def cut(self, length: int) -> TokenLocator:
+        """The locator of the first `length` tokens."""
+        return TokenLocator(self.offsets[:length], self.replacement_ends, self.gained)
+
+
+@dataclass
 class RenderedSample:
     """One rendered conversation. Per-token tensors are 1-D (no batch dimension), length L.
 
@@ -67,9 +93,10 @@ class RenderedSample:
     attention_mask: torch.Tensor
     mm_token_type_ids: torch.Tensor
     assistant_mask: torch.Tensor  # 1 on tokens of trained assistant turns, through their <|im_end|>
-    action_mask: torch.Tensor  # 1 on <tool_call> ... </tool_call> tokens of trained turns (unclosed: to turn end)
-    call_token_positions: list[int] = field(default_factory=list)  # each <tool_call> token in assistant text
+    locator: TokenLocator
     assistant_turns: list[tuple[int, int]] = field(default_factory=list)  # [start, end) tokens of each turn
+    turn_char_spans: list[tuple[int, int]] = field(default_factory=list)  # the same turns as spans of `text`
+    untrained_turns: frozenset[int] = frozenset()  # assistant turns kept as context only
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
     text: str = ""  # the rendered template text (before image expansion)
@@ -175,15 +202,11 @@ def render_conversation(
     With `max_length`, the tokens are truncated from the right; an image block (``<|vision_start|>``, its
     placeholders, ``<|vision_end|>``) that does not fit whole is dropped, so pixel values match the kept tokens.
     Assistant turns whose index (counting assistant messages from 0) is in `untrained_turns` stay in the context
-    but out of `assistant_mask` and `action_mask`: the model reads them and never learns to write them.
+    but out of `assistant_mask`: the model reads them and never learns to write them.
     """
     messages, tools = prepare_messages(processor, messages, tools)
     text = _render(processor, messages, tools, add_generation_prompt=False)
     spans = _assistant_char_spans(processor, messages, tools, text)
-    trained = [span for i, span in enumerate(spans) if i not in untrained_turns]
-    call_spans = [m.span() for a, b in trained for m in _CALL_SPAN.finditer(text, a, b)]
-    call_opens = [m.start() for a, b in spans for m in _CALL_OPEN.finditer(text, a, b)]
-
     enc = processor(
         text=[text],
         images=list(images) or None,
@@ -191,32 +214,23 @@ def render_conversation(
         return_offsets_mapping=True,
         return_text_replacement_offsets=True,
     )
-    # Shift character positions of the rendered text to the image-expanded text the offsets refer to.
     replacements = enc["text_replacement_offsets"][0]
-    ends = [r["span"][1] for r in replacements]
-    gained = [0] + [r["new_span"][1] - r["span"][1] for r in replacements]
-
-    def shift(char: int) -> int:
-        return char + gained[bisect.bisect_right(ends, char)]
-
-    offsets = enc["offset_mapping"][0]
+    locator = TokenLocator(enc["offset_mapping"][0], [r["span"][1] for r in replacements],
+                           [0] + [r["new_span"][1] - r["span"][1] for r in replacements])
     input_ids = enc["input_ids"][0]
     mm_types = enc["mm_token_type_ids"][0]
-    turn_masks = [_token_mask(offsets, [(shift(a), shift(b))]) * (mm_types == 0).long() for a, b in spans]
+    turn_masks = [locator.mask([span]) * (mm_types == 0).long() for span in spans]
     trained_masks = [m for i, m in enumerate(turn_masks) if i not in untrained_turns]
     assistant_mask = torch.stack(trained_masks).amax(dim=0) if trained_masks else torch.zeros_like(input_ids)
-    turns = [(int(m.nonzero()[0]), int(m.nonzero()[-1]) + 1) for m in turn_masks]
-    action_mask = _token_mask(offsets, [(shift(a), shift(b)) for a, b in call_spans])
-    call_positions = [int((offsets[:, 1] > shift(c)).nonzero()[0]) for c in call_opens]  # token holding char c
-
     sample = RenderedSample(
         input_ids=input_ids,
         attention_mask=enc["attention_mask"][0],
         mm_token_type_ids=mm_types,
         assistant_mask=assistant_mask,
-        action_mask=action_mask,
-        call_token_positions=call_positions,
-        assistant_turns=turns,
+        locator=locator,
+        assistant_turns=[(int(m.nonzero()[0]), int(m.nonzero()[-1]) + 1) for m in turn_masks],
+        turn_char_spans=spans,
+        untrained_turns=frozenset(untrained_turns),
         pixel_values=enc.get("pixel_values"),
         image_grid_thw=enc.get("image_grid_thw"),
         text=text,
@@ -252,9 +266,10 @@ def _truncate(processor: ProcessorMixin, sample: RenderedSample, max_length: int
         attention_mask=sample.attention_mask[:cut],
         mm_token_type_ids=sample.mm_token_type_ids[:cut],
         assistant_mask=sample.assistant_mask[:cut],
-        action_mask=sample.action_mask[:cut],
-        call_token_positions=[p for p in sample.call_token_positions if p < cut],
+        locator=sample.locator.cut(cut),
         assistant_turns=[(a, min(b, cut)) for a, b in sample.assistant_turns if a < cut],
+        turn_char_spans=sample.turn_char_spans[:sum(1 for a, _ in sample.assistant_turns if a < cut)],
+        untrained_turns=sample.untrained_turns,
         pixel_values=sample.pixel_values[:patches] if kept_images else None,
         image_grid_thw=sample.image_grid_thw[:kept_images] if kept_images else None,
         text=sample.text,
@@ -268,16 +283,16 @@ def render_trajectory(
     tools: list[dict] | None = None,
     max_length: int | None = None,
     system: str | None = None,
+    untrained_turns: Collection[int] = (),
 ) -> RenderedSample:
-    """Render a `Trajectory` (question, tool steps with observations, final answer) for training.
+    """Render a `Trajectory` (question, tool steps with observations, final answer) with `render_conversation`.
 
-    `system` is an optional system prompt (e.g. the compact tool list of `pixelis.agent.prompt`). Trap steps (the
-    deliberate mistakes before a correction) are context only: training imitates the recovery, not the mistake.
+    `system` is an optional system prompt (e.g. the compact tool list of `pixelis.agent.prompt`); assistant turn
+    ``i`` is step ``i`` of the trajectory, so `untrained_turns` takes step indices.
     """
     messages, images = to_messages(traj, system=system)
-    untrained = {i for i, step in enumerate(traj.steps) if step.kind == "trap"}
     return render_conversation(processor, messages, images, tools=tools, max_length=max_length,
-                               untrained_turns=untrained)
+                               untrained_turns=untrained_turns)
 
 
 def build_generation_prompt(
@@ -308,41 +323,28 @@ def build_generation_batch(
                           padding_side="left"))
 
 
-def collate(
-    samples: Sequence[RenderedSample], pad_token_id: int, action_weight: float = 1.0
-) -> dict[str, Any]:
-    """Right-pad samples into a batch.
+def pad_right(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+    """Stack 1-D tensors into a (len(rows), longest) tensor, right-padded with `value`."""
+    out = torch.full((len(rows), max(r.shape[0] for r in rows)), value, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
+    return out
 
-    Returns model inputs (`MODEL_INPUT_KEYS`: `labels` are `input_ids` on assistant tokens, -100 elsewhere;
-    `pixel_values` / `image_grid_thw` concatenated along dim 0 in sample order) plus `assistant_mask`,
-    `action_mask`, `weights` (per-token loss weights: 1 on assistant tokens, `action_weight` on tool-call tokens,
-    0 elsewhere) and `call_token_positions` (a (N, 2) long tensor of (row, position) pairs).
-    """
+
+def collate(samples: Sequence[RenderedSample], pad_token_id: int) -> dict[str, Any]:
+    """Right-pad samples into a batch: model inputs (`MODEL_INPUT_KEYS`; `labels` are `input_ids` on assistant
+    tokens, -100 elsewhere; `pixel_values` / `image_grid_thw` concatenated along dim 0 in sample order) plus
+    `assistant_mask`."""
     if not samples:
         raise ValueError("collate needs at least one sample")
-    length = max(len(s) for s in samples)
-
-    def pad(name: str, value: int) -> torch.Tensor:
-        rows = [getattr(s, name) for s in samples]
-        out = torch.full((len(rows), length), value, dtype=rows[0].dtype)
-        for i, row in enumerate(rows):
-            out[i, : row.shape[0]] = row
-        return out
-
-    input_ids = pad("input_ids", pad_token_id)
-    assistant_mask = pad("assistant_mask", 0)
-    action_mask = pad("action_mask", 0)
+    input_ids = pad_right([s.input_ids for s in samples], pad_token_id)
+    assistant_mask = pad_right([s.assistant_mask for s in samples], 0)
     batch: dict[str, Any] = {
         "input_ids": input_ids,
-        "attention_mask": pad("attention_mask", 0),
-        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "attention_mask": pad_right([s.attention_mask for s in samples], 0),
+        "mm_token_type_ids": pad_right([s.mm_token_type_ids for s in samples], 0),
         "labels": input_ids.masked_fill(assistant_mask == 0, -100),
         "assistant_mask": assistant_mask,
-        "action_mask": action_mask,
-        "weights": assistant_mask.float() * (1.0 + (action_weight - 1.0) * action_mask.float()),
-        "call_token_positions": torch.tensor(
-            [[i, p] for i, s in enumerate(samples) for p in s.call_token_positions], dtype=torch.long
-        ).reshape(-1, 2),
     }
     with_images = [s for s in samples if s.pixel_values is not None]
     if with_images:

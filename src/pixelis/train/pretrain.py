@@ -25,7 +25,7 @@ from pixelis.core.errors import CheckpointError, TrainingError
 from pixelis.core.repro import record_artifact
 from pixelis.core.tracing import TracedOperation
 from pixelis.eval.grounding import evaluate_grounding
-from pixelis.model.chat import collate, render_trajectory
+from pixelis.train.sft_batch import collate_sft, render_sft_sample
 from pixelis.model.load import load_policy, resolve_device
 from pixelis.data.grounding import grounding_sample
 from pixelis.train.checkpoint import (config_changes, load_checkpoint, read_state, save_checkpoint, save_model_dir,
@@ -94,7 +94,7 @@ class PretrainRecipe:
             group["lr"] = lr
         trajectories = [grounding_sample(self.cfg.reproducibility.seed, "train", i, cfg.task_weights).trajectory()
                         for i in self.batch_indices(self.step)]
-        batch = collate([render_trajectory(self.processor, t) for t in trajectories], self.pad_id)
+        batch = collate_sft([render_sft_sample(self.processor, t) for t in trajectories], self.pad_id)
         losses = batch_losses(self.model, self.head, batch, [call_targets(t) for t in trajectories], cfg.aux_weight,
                               self.accelerator.device)
         self.accelerator.backward(losses["loss"])

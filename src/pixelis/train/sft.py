@@ -33,7 +33,6 @@ from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, read_jsonl, write_jsonl
 from pixelis.eval.metrics import compute_metrics
 from pixelis.eval.scoring import score_answer
-from pixelis.model.chat import collate, render_trajectory
 from pixelis.model.load import load_policy, resolve_device
 from pixelis.model.lora import lora_from_config
 from pixelis.tools.base import ToolLimits
@@ -43,6 +42,7 @@ from pixelis.train.checkpoint import (config_changes, load_checkpoint, load_head
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
 from pixelis.train.run_setup import ensure_manifest, resolve_on_every_rank, step_progress
 from pixelis.train.sampler import CurriculumSampler
+from pixelis.train.sft_batch import collate_sft, render_sft_sample
 
 log = logging.getLogger("pixelis.sft")
 
@@ -152,7 +152,7 @@ class SFTRecipe:
             self.model = lora_from_config(self.model, cfg.model.lora)
         self.tools = ToolRegistry.default(ToolLimits.from_config(cfg.tools))
         prompt = ToolPrompt.build(self.tools.schemas(), cfg.agent.tool_prompt)
-        render = lambda t: render_trajectory(self.processor, t, prompt.tools, cfg.sft.max_length, prompt.system)  # noqa: E731
+        render = lambda t: render_sft_sample(self.processor, t, prompt.tools, cfg.sft.max_length, prompt.system)  # noqa: E731
         self.rendered = [render(t) for t in self.train_set]
         self.aux_targets = [call_targets(t) for t in self.train_set]
         self.val_rendered = [render(t) for t in self.val_set]
@@ -182,7 +182,7 @@ class SFTRecipe:
     # ------------------------------------------------------------------------------------------ steps
 
     def _forward_loss(self, indices: list[int], rendered: list[Any], targets: list[Any] | None) -> dict[str, Any]:
-        batch = collate([rendered[i] for i in indices], self.pad_id, self.cfg.sft.action_token_weight)
+        batch = collate_sft([rendered[i] for i in indices], self.pad_id, self.cfg.sft.action_token_weight)
         return batch_losses(self.model, self.head, batch, None if targets is None else [targets[i] for i in indices],
                             self.cfg.sft.aux_weight, self.accelerator.device)
 

@@ -1,0 +1,44 @@
+"""SFT's rendering rules (`pixelis.train.sft_batch`): the action mask, aux call positions and weighted collation."""
+
+import re
+
+import pytest
+import torch
+
+from pixelis.core.trajectory import render_final_text, render_step_text
+from pixelis.train.sft_batch import collate_sft, render_sft_sample
+
+NAMES = ["direct", "multi", "no_thought"]
+
+
+def assistant_texts(traj) -> list[str]:
+    return [render_step_text(s) for s in traj.steps] + [render_final_text(traj.final_thought, traj.answer)]
+
+
+def runs(mask: torch.Tensor) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of ones."""
+    padded = torch.cat([torch.zeros(1, dtype=mask.dtype), mask, torch.zeros(1, dtype=mask.dtype)])
+    diff = padded[1:] - padded[:-1]
+    return list(zip((diff == 1).nonzero().flatten().tolist(), (diff == -1).nonzero().flatten().tolist()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_action_mask_covers_exactly_the_tool_calls(any_policy, trajs, tools, name):
+    processor = any_policy[1]
+    tok = processor.tokenizer
+    sft = render_sft_sample(processor, trajs[name], tools=tools)
+    sample = sft.rendered
+    # every call, and an unclosed one up to the end of its turn
+    calls = [c for t in assistant_texts(trajs[name]) for c in re.findall(r"<tool_call>.*?(?:</tool_call>|$)", t, re.S)]
+    assert sum(t.count("<tool_call>") for t in assistant_texts(trajs[name])) == len(calls)
+
+    action_runs = runs(sft.action_mask)
+    assert [tok.decode(sample.input_ids[a:b]) for a, b in action_runs] == calls
+    assert bool((sft.action_mask <= sample.assistant_mask).all())
+    assert sft.call_token_positions == [a for a, _ in action_runs]
+    assert all(tok.convert_ids_to_tokens(int(sample.input_ids[p])) == "<tool_call>"
+               for p in sft.call_token_positions)
+    # the system prompt's format example <tool_call>...</tool_call> is not an action
+    assert "<tool_call>" in tok.decode(sample.input_ids[: sample.assistant_turns[0][0]])
+
+
