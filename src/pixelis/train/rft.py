@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from pixelis.agent import Agent, AgentLimits, ModelPolicy, SamplingParams
+from pixelis.agent.policies import RowSeededSampler
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.errors import CheckpointError, DataError, TrainingError
@@ -74,12 +75,16 @@ class RFTRecipe:
     """One RFT run from the policy at `model.path` (an SFT checkpoint) on the suite at `data.path`; call `run()`.
 
     `custom_rewards` adds reward terms from Python, `{name: (weight, fn)}` with `fn(records) -> one float per
-    rollout`, logged and summed like the configured ones (as TRL's `reward_funcs`).
+    rollout`, logged and summed like the configured ones (as TRL's `reward_funcs`). `token_sampler` picks the
+    rollouts' tokens (a `RowSeededSampler` subclass can constrain them, e.g. grammar-constrained calls); the
+    loss still trains on exactly the tokens it picked, with the log-probs it recorded.
     """
 
     def __init__(self, cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True,
-                 custom_rewards: Mapping[str, tuple[float, RewardFn]] | None = None):
+                 custom_rewards: Mapping[str, tuple[float, RewardFn]] | None = None,
+                 token_sampler: type[RowSeededSampler] = RowSeededSampler):
         self.out_dir, self.resume, self.show_progress = Path(out_dir), resume, show_progress
+        self.token_sampler = token_sampler
         self.accelerator = Accelerator(cpu=resolve_device(cfg.model.device).type == "cpu")
         if resume is not None:
             cfg = self._resume_config(cfg, resume)
@@ -169,7 +174,8 @@ class RFTRecipe:
         prompts = [self.prompts[i] for i in self.sampler.next_batch(rft.prompts_per_step)]
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        agent = Agent(ModelPolicy(model, self.processor), self.tools, AgentLimits.from_config(self.cfg.agent),
+        policy = ModelPolicy(model, self.processor, self.token_sampler)
+        agent = Agent(policy, self.tools, AgentLimits.from_config(self.cfg.agent),
                       SamplingParams(do_sample=True, temperature=rft.temperature, top_p=rft.top_p),
                       seed=derive_seed(self.cfg.reproducibility.seed, "rft-rollouts", self.step,
                                        self.accelerator.process_index),
@@ -361,6 +367,7 @@ class RFTRecipe:
 
 
 def train_rft(cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True,
-              custom_rewards: Mapping[str, tuple[float, RewardFn]] | None = None) -> RFTResult:
+              custom_rewards: Mapping[str, tuple[float, RewardFn]] | None = None,
+              token_sampler: type[RowSeededSampler] = RowSeededSampler) -> RFTResult:
     """Run RFT as configured; see `RFTRecipe`."""
-    return RFTRecipe(cfg, out_dir, resume, show_progress, custom_rewards).run()
+    return RFTRecipe(cfg, out_dir, resume, show_progress, custom_rewards, token_sampler).run()
