@@ -4,8 +4,9 @@ curriculum -> evaluate -> report.
 Every stage is the same code path as its own command (`pixelis data synth`, `pixelis model tiny`,
 `pixelis eval`, `pixelis model pretrain`, `pixelis train --mode sft`); outputs land in sub-directories of the
 run directory and one `report.md` compares the policy before and after SFT, with the held-out grounding
-metrics of the pre-trained model. Unset `data.path` / `model.path` (the demo config's
-choice) generate the suite into `RUN/data` and build the tiny model into `RUN/model`.
+metrics of the pre-trained model (and, when tracing exports to `RUN/traces.jsonl`, where the time went). Unset
+`data.path` / `model.path` (the demo config's choice) generate the suite into `RUN/data` and build the tiny model
+into `RUN/model`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from pixelis.core.config import PixelisConfig
 from pixelis.core.repro import record_artifact
+from pixelis.core.trace_analysis import time_section
 from pixelis.eval.grounding import grounding_table
 from pixelis.eval.report import render_report
 from pixelis.eval.runner import run_evaluation
@@ -51,11 +53,13 @@ def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True, pretrain
              d.path or f"{d.n} samples generated", m.size, m.path or "built from the suite's texts", out)
     sft_cfg = resolve_inputs(cfg, out, show_progress=show_progress)
     data_dir, model_dir, sft_dir = Path(sft_cfg.data.path), Path(sft_cfg.model.path), out / "sft"
+    traces = out / "traces.jsonl"  # where `--set tracing.exporter=jsonl` puts every stage's spans
     log.info("3/7 oracle check: replaying the golden trajectories")
-    golden = run_evaluation(cfg, data_dir, out / "eval-golden", policy="golden", show_progress=show_progress)
+    golden = run_evaluation(cfg, data_dir, out / "eval-golden", policy="golden", show_progress=show_progress,
+                            traces=traces)
     log.info("4/7 evaluating the untrained model")
     before = run_evaluation(cfg, data_dir, out / "eval-before", policy="model", model_dir=model_dir,
-                            show_progress=show_progress)
+                            show_progress=show_progress, traces=traces)
     sections: list[str] = []
     if pretrain:
         log.info("5/7 grounding pre-training (%d steps)", cfg.pretrain.max_steps)
@@ -66,16 +70,16 @@ def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True, pretrain
     else:
         log.info("5/7 grounding pre-training skipped (--no-pretrain)")
     log.info("6/7 SFT with the curriculum")
-    result = train_sft(sft_cfg, sft_dir, show_progress=show_progress)
+    result = train_sft(sft_cfg, sft_dir, show_progress=show_progress, traces=traces)
     record_artifact(out, "sft_final_weights", result.weights_sha256)
     log.info("7/7 evaluating the SFT model")
     after = run_evaluation(cfg, data_dir, out / "eval-after", policy="model", model_dir=result.final_model_dir,
-                           show_progress=show_progress)
+                           show_progress=show_progress, traces=traces)
     intro = [f"Oracle check (golden trajectories replayed through the real tools): "
              f"**{golden['accuracy']:.0%}** on {golden['n']} test samples.", "",
              f"SFT: {result.steps} steps, final loss {result.last_loss:.3f}, final stage `{result.stage}`, "
              f"weights sha256 `{result.weights_sha256[:16]}`.", ""]
     report = render_report({"untrained": before, "after SFT": after}, out,
                            title="Pixelis demo: tiny Qwen3-VL before and after SFT",
-                           extra_sections=intro + sections + _curriculum_section(sft_dir))
+                           extra_sections=intro + sections + _curriculum_section(sft_dir) + time_section(traces))
     return {"golden": golden, "before": before, "after": after, "report": report}

@@ -13,6 +13,7 @@ from pixelis.agent import Agent, AgentLimits, Policy, ReplayPolicy, SamplingPara
 from pixelis.agent.policies import ModelPolicy
 from pixelis.core.config import PixelisConfig
 from pixelis.core.errors import DataError
+from pixelis.core.trace_analysis import time_section
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, write_jsonl
 from pixelis.data.benchmarks import load_eval_data
@@ -28,15 +29,17 @@ log = logging.getLogger("pixelis.eval")
 
 def evaluate(agent: Agent, samples: Sequence[Trajectory], out_dir: Path, iou_threshold: float = 0.5,
              numeric_tolerance: float = 0.0, title: str = "Pixelis evaluation",
-             show_progress: bool = True, n_samples: int = 1) -> dict[str, Any]:
+             show_progress: bool = True, n_samples: int = 1, traces: Path | None = None) -> dict[str, Any]:
     """Roll out `agent` `n_samples` times on every sample (batched, see `Agent.run_many`), score each rollout
     against `sample.target`, and write into `out_dir`: `metrics.json`, `predictions.jsonl` (with images under
-    `media/`) and `report.md` with PNG charts. With several samples per query every rollout counts on its own."""
+    `media/`) and `report.md` with PNG charts. With several samples per query every rollout counts on its own.
+    When tracing exports to `traces` (default `out_dir/traces.jsonl`), the report says where this evaluation's
+    time went."""
     out_dir.mkdir(parents=True, exist_ok=True)
     correct = 0
     columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("acc {task.fields[acc]}"),
                TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn())
-    with TracedOperation("eval.run", "eval", {"samples": len(samples)}), \
+    with TracedOperation("eval.run", "eval", {"samples": len(samples)}) as run_span, \
             Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task("eval", total=len(samples) * n_samples, acc="-", rate="-")
 
@@ -56,7 +59,8 @@ def evaluate(agent: Agent, samples: Sequence[Trajectory], out_dir: Path, iou_thr
     metrics = compute_metrics(predictions)
     write_jsonl(out_dir / "predictions.jsonl", predictions)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    report = render_report({"policy": metrics}, out_dir, title=title)
+    timing = time_section(out_dir / "traces.jsonl" if traces is None else traces, run_span.trace_id)
+    report = render_report({"policy": metrics}, out_dir, title=title, extra_sections=timing)
     log.info("eval: accuracy %.3f on %d samples, tool-call validity %.3f, RaPR %.3f; report at %s",
              metrics["accuracy"], metrics["n"], metrics["tool_call_validity"], metrics["rapr"], report)
     return metrics
@@ -87,8 +91,9 @@ def build_agent(cfg: PixelisConfig, policy: Policy) -> Agent:
 
 
 def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = "model", model_dir: Path | None = None,
-                   split: str = "test", limit: int | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Load data and the policy (`model` or `golden`), then `evaluate`."""
+                   split: str = "test", limit: int | None = None, show_progress: bool = True,
+                   traces: Path | None = None) -> dict[str, Any]:
+    """Load data and the policy (`model` or `golden`), then `evaluate` (`traces`: where spans are exported)."""
     checkpoint = policy_checkpoint(policy, model_dir)
     try:
         samples = load_eval_data(data, split=split, limit=limit, max_pixels=cfg.data.max_image_pixels)
@@ -106,4 +111,4 @@ def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = 
         chosen = ModelPolicy(*load_policy(checkpoint, dtype=cfg.model.dtype, device=cfg.model.device))
     title = f"Pixelis evaluation: {policy} policy on {data}"
     return evaluate(build_agent(cfg, chosen), samples, out_dir, cfg.eval.iou_threshold, cfg.eval.numeric_tolerance,
-                    title=title, show_progress=show_progress, n_samples=cfg.agent.n_samples)
+                    title=title, show_progress=show_progress, n_samples=cfg.agent.n_samples, traces=traces)

@@ -3,7 +3,7 @@
 setup (data, model, LoRA, optimizer, curriculum, sampler) -> train (accelerate handles devices, DDP and gradient
 accumulation; the LR is a pure function of the step) -> evaluate every `curriculum.evaluation_interval` steps
 (held-out loss on the current stage's difficulties + real agent rollouts) -> checkpoint every `sft.save_interval`
-steps -> save the final model.
+steps -> save the final model (and `time.md`, where the time went, when spans are exported to a traces.jsonl).
 
 The loop is written out rather than built on `transformers.Trainer`: Trainer resumes by skipping batches of a
 fixed sampler, which cannot restore a curriculum-driven sampler mid-stream bitwise (resume-exact is required).
@@ -29,6 +29,7 @@ from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.errors import CheckpointError, DataError, TrainingError
 from pixelis.core.repro import derive_seed, record_artifact
+from pixelis.core.trace_analysis import time_section
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, read_jsonl, write_jsonl
 from pixelis.eval.metrics import compute_metrics
@@ -131,8 +132,9 @@ class SFTRecipe:
     """
 
     def __init__(self, cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True,
-                 allow_config_change: bool = False):
+                 allow_config_change: bool = False, traces: Path | None = None):
         self.out_dir, self.resume, self.show_progress = Path(out_dir), resume, show_progress
+        self.traces = self.out_dir / "traces.jsonl" if traces is None else traces
         trackers = _check_trackers(cfg.sft.report_to)
         self.accelerator = Accelerator(gradient_accumulation_steps=cfg.sft.grad_accum,
                                        log_with=trackers or None, project_dir=str(self.out_dir),
@@ -307,7 +309,7 @@ class SFTRecipe:
             self.accelerator.init_trackers("sft", config=_flat_hparams(self.cfg), init_kwargs=purge)
         last: dict[str, float] = {"loss": float("nan")}
         show = self.show_progress and self.accelerator.is_main_process
-        with TracedOperation("sft.run", "train", {"max_steps": cfg.max_steps}), \
+        with TracedOperation("sft.run", "train", {"max_steps": cfg.max_steps}) as run_span, \
                 step_progress("sft", show) as progress:
             task = progress.add_task("sft", total=cfg.max_steps, completed=self.step, info="")
             while self.step < cfg.max_steps:
@@ -338,6 +340,9 @@ class SFTRecipe:
             (self.out_dir / "rank_weights.json").write_text(json.dumps(rank_digests) + "\n")
             (self.out_dir / "train_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
             self.curriculum.plot(self.out_dir / "curriculum.png")
+            timing = time_section(self.traces, run_span.trace_id, title="# SFT: where the time went")
+            if timing:
+                (self.out_dir / "time.md").write_text("\n".join(timing), encoding="utf-8")
         # Release the DDP wrapper while its process group still exists: freed later (when the recipe is garbage
         # collected) it waits on peers that may have exited, which hung a rank at exit.
         self.accelerator.wait_for_everyone()
@@ -375,8 +380,8 @@ def _flat_hparams(cfg: PixelisConfig) -> dict[str, Any]:
 
 
 def train_sft(cfg: PixelisConfig, out_dir: Path, resume: Path | None = None, show_progress: bool = True,
-              allow_config_change: bool = False) -> SFTResult:
-    """Run SFT as configured; see `SFTRecipe`."""
-    return SFTRecipe(cfg, out_dir, resume, show_progress, allow_config_change).run()
+              allow_config_change: bool = False, traces: Path | None = None) -> SFTResult:
+    """Run SFT as configured; see `SFTRecipe` (`traces`: where spans are exported, default `out_dir/traces.jsonl`)."""
+    return SFTRecipe(cfg, out_dir, resume, show_progress, allow_config_change, traces).run()
 
 
