@@ -1,0 +1,1 @@
+"""Bridges from Pixelis's tools and rewards to other training libraries."""
