@@ -1,6 +1,9 @@
 """The ``pixelis`` command line: one sub-command per job; heavy libraries load only inside commands."""
 
 from pixelis.cli import data, model, repro, tools
+from pixelis.cli import trace
+from pixelis.cli import analyze
+from pixelis.cli import bench
 from pixelis.cli.common import command_group
 from pixelis.cli.demo import demo
 from pixelis.cli.eval import evaluate
@@ -14,6 +17,9 @@ app.add_typer(model.app, name="model")
 app.command("eval")(evaluate)
 app.command("train")(train)
 app.add_typer(repro.app, name="repro")
+app.add_typer(trace.app, name="trace")
+app.add_typer(analyze.app, name="analyze")
+app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
