@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,30 @@ def test_determinism_gate_passes_with_tool_calls_and_tool_images(tmp_path, train
     history = _history(run)
     assert all(row["tool_calls"] > 0 for row in history)
     assert history[-1]["kl"] > 0  # the first update moved the policy away from its start
+
+
+def _launch_two_ranks(*args):
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "pixelis.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_two_ranks_shard_prompts_follow_the_one_rank_schedule_and_resume_exactly(tmp_path, train_suite_dir,
+                                                                                 tiny_model_dir, deterministic):
+    sets = rft_overrides(train_suite_dir, tiny_model_dir, steps=4, **{"rft.save_interval": 2,
+                                                                       "rft.warmup_ratio": 0.25})
+    cmd = ["train", "--mode", "rft", "--no-progress", "--seed", "3", "--deterministic",
+           *[a for o in sets for a in ("--set", o)]]
+    _launch_two_ranks(*cmd, "--out", str(tmp_path / "ddp"))
+    history = _history(tmp_path / "ddp")
+    for row in history:
+        assert len(row["prompts"]) == 2 and all(len(p) == 2 for p in row["prompts"])  # whole groups per rank
+    assert any(row["prompts"][0] != row["prompts"][1] for row in history), "both ranks drew the same prompts"
+    train_rft(load_config(None, [*sets, "reproducibility.seed=3"]), tmp_path / "one", show_progress=False)
+    assert [h["lr"] for h in history] == [h["lr"] for h in _history(tmp_path / "one")]
+    _launch_two_ranks(*cmd, "--out", str(tmp_path / "resumed"), "--resume", str(tmp_path / "ddp" / "checkpoint-2"))
+    final = [json.loads((tmp_path / run / "run.json").read_text())["artifacts"]["final_weights"]
+             for run in ("ddp", "resumed")]
+    assert final[0] == final[1]
