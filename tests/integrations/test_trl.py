@@ -84,7 +84,10 @@ def test_grpo_trainer_trains_two_steps_with_the_environment_and_rewards(tmp_path
 
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
                       max_completion_length=16, max_steps=2, use_cpu=True, report_to=[], logging_steps=1,
-                      save_strategy="no", learning_rate=1e-3, beta=0.0, seed=0, max_tool_calling_iterations=2)
+                      save_strategy="no", learning_rate=1e-3, beta=0.0, seed=0, max_tool_calling_iterations=2,
+                      # GRPOConfig defaults to bf16, which accelerate keeps in its process-wide state: every later
+                      # Accelerator in this process would autocast too (it broke the RFT tests that run after).
+                      bf16=False, gradient_checkpointing=False)
     trainer = GRPOTrainer(model=model, args=args, train_dataset=trl_dataset(samples), processing_class=processor,
                           environment_factory=PixelisToolEnv,
                           reward_funcs=[*trl_rewards({"task": 1.0, "format": 0.2}), length])

@@ -168,7 +168,7 @@ def test_determinism_gate_passes_with_tool_calls_and_tool_images(tmp_path, train
     sets = rft_overrides(train_suite_dir, tiny_model_dir, steps=2, **{
         "agent.max_new_tokens": 80, "rft.rewards": "{task: 1.0, format: 0.2, rapr_bonus: 1.0}",
         "rft.reward_params": "{rapr_bonus: {H: 1.0}}", "rft.prompts_per_step": 1, "rft.num_generations": 4,
-        "rft.save_interval": 2})
+        "rft.save_interval": 2, "tracing.exporter": "jsonl"})
     helper = str(Path(__file__).parents[1] / "helpers" / "tool_calling_rft.py")
     cmd = [str(BIN / "pixelis"), "repro", "verify", "--workdir", str(tmp_path), "--", sys.executable, helper,
            "--seed", "3", "--deterministic", *[a for o in sets for a in ("--set", o)]]
@@ -183,6 +183,8 @@ def test_determinism_gate_passes_with_tool_calls_and_tool_images(tmp_path, train
     history = _history(run)
     assert all(row["tool_calls"] > 0 for row in history)
     assert history[-1]["kl"] > 0  # the first update moved the policy away from its start
+    timing = (run / "time.md").read_text()  # where the time went, from the run's own spans
+    assert "rft.step" in timing and "agent.turn" in timing
 
 
 def _launch_two_ranks(*args):

@@ -33,6 +33,7 @@ from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.curriculum import CurriculumManager
 from pixelis.core.errors import CheckpointError, DataError, TrainingError
 from pixelis.core.repro import derive_seed, record_artifact
+from pixelis.core.trace_analysis import time_section
 from pixelis.core.tracing import TracedOperation
 from pixelis.core.trajectory import Trajectory, write_jsonl
 from pixelis.eval.metrics import compute_metrics
@@ -360,6 +361,10 @@ class RFTRecipe:
             plot_rft_history(self.history, self.out_dir / "rft.png")
             if self.curriculum is not None:
                 self.curriculum.plot(self.out_dir / "curriculum.png")
+            timing = time_section(self.out_dir / "traces.jsonl", self.span.trace_id,
+                                  title="# RFT: where the time went")
+            if timing:
+                (self.out_dir / "time.md").write_text("\n".join(timing) + "\n", encoding="utf-8")
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         log.info("RFT done: %d steps, weights sha256 %s, final model at %s", self.step, digest[:16], final)
