@@ -61,7 +61,12 @@ def test_run_line_works(name, index, args, tmp_path, monkeypatch):
     assert manifest["artifacts"], "the run recorded its artifacts"
     if args[0] == "demo":
         report = (out / "report.md").read_text()
-        assert "| metric | untrained | after SFT |" in report and "## Curriculum timeline" in report
+        assert "## Curriculum timeline" in report
+        if "--no-rft" in args:
+            assert "| metric | untrained | after SFT |" in report and not (out / "rft").exists()
+        else:
+            assert "| metric | untrained | after SFT | after RFT |" in report and "## RFT" in report
+            assert (out / "eval-after-rft" / "metrics.json").is_file() and (out / "rft" / "rft.png").is_file()
         if "--no-pretrain" in args:
             assert "## Grounding pre-training" not in report and not (out / "pretrain").exists()
         else:

@@ -1,10 +1,10 @@
 """The main job (`make demo`): data -> tiny model -> evaluate -> grounding pre-training -> SFT with the
-curriculum -> evaluate -> report.
+curriculum -> evaluate -> RFT -> evaluate -> report.
 
 Every stage is the same code path as its own command (`pixelis data synth`, `pixelis model tiny`,
-`pixelis eval`, `pixelis model pretrain`, `pixelis train --mode sft`); outputs land in sub-directories of the
-run directory and one `report.md` compares the policy before and after SFT, with the held-out grounding
-metrics of the pre-trained model (and, when tracing exports to `RUN/traces.jsonl`, where the time went). Unset
+`pixelis eval`, `pixelis model pretrain`, `pixelis train --mode sft`, `pixelis train --mode rft`); outputs land in
+sub-directories of the run directory and one `report.md` compares the policy untrained, after SFT and after
+RFT, with the held-out grounding metrics of the pre-trained model, the RFT steps and alerts (and, when tracing exports to `RUN/traces.jsonl`, where the time went). Unset
 `data.path` / `model.path` (the demo config's choice) generate the suite into `RUN/data` and build the tiny model
 into `RUN/model`.
 """
@@ -24,6 +24,7 @@ from pixelis.eval.report import render_report
 from pixelis.eval.runner import run_evaluation
 from pixelis.run_inputs import resolve_inputs
 from pixelis.train.pretrain import PretrainResult, pretrain as run_pretrain
+from pixelis.train.rft import train_rft
 from pixelis.train.sft import train_sft
 
 log = logging.getLogger("pixelis.demo")
@@ -45,41 +46,75 @@ def _pretrain_section(result: PretrainResult) -> list[str]:
             *grounding_table(result.heldout), "", "![grounding](pretrain/grounding.png)", ""]
 
 
-def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True, pretrain: bool = True) -> dict[str, Any]:
-    """Run the whole main job into `out` (with grounding pre-training before SFT unless `pretrain` is False);
-    returns the before/after metrics and the report path."""
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _rft_section(rft_dir: Path) -> list[str]:
+    history, alerts = _jsonl(rft_dir / "rft_history.jsonl"), _jsonl(rft_dir / "alerts.jsonl")
+    lines = ["## RFT", "", f"{len(history)} GRPO steps from the SFT model, "
+             f"{len(history[0]['prompts'][0]) if history else 0} prompts x their rollout groups per step; "
+             "per step (training prompts, the policy's own rollouts):", "",
+             "| step | reward | task | RaPR | tool calls | validity | KL |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {h['step']} | {h['reward']:.3f} | {h.get('reward/task', float('nan')):.3f} | {h['rapr']:.2f} | "
+              f"{h['tool_calls']:.2f} | {h['tool_call_validity']:.2f} | {h['kl']:.4f} |" for h in history]
+    lines += ["", "![rft](rft/rft.png)", ""]
+    lines += [f"Tool-use collapse alert at step {a['step']}: {a['reason']}" for a in alerts] or \
+        ["No tool-use collapse alert."]
+    return lines + [""]
+
+
+def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True, pretrain: bool = True,
+             rft: bool = True) -> dict[str, Any]:
+    """Run the whole main job into `out` (with grounding pre-training before SFT unless `pretrain` is False, and
+    RFT after it unless `rft` is False); returns the metrics of each evaluation and the report path."""
     d, m = cfg.data, cfg.model
-    log.info("1-2/7 the synthetic suite (%s) and the tiny %s model (%s) in %s",
+    log.info("1-2/9 the synthetic suite (%s) and the tiny %s model (%s) in %s",
              d.path or f"{d.n} samples generated", m.size, m.path or "built from the suite's texts", out)
     sft_cfg = resolve_inputs(cfg, out, show_progress=show_progress)
     data_dir, model_dir, sft_dir = Path(sft_cfg.data.path), Path(sft_cfg.model.path), out / "sft"
     traces = out / "traces.jsonl"  # where `--set tracing.exporter=jsonl` puts every stage's spans
-    log.info("3/7 oracle check: replaying the golden trajectories")
+    log.info("3/9 oracle check: replaying the golden trajectories")
     golden = run_evaluation(cfg, data_dir, out / "eval-golden", policy="golden", show_progress=show_progress,
                             traces=traces)
-    log.info("4/7 evaluating the untrained model")
+    log.info("4/9 evaluating the untrained model")
     before = run_evaluation(cfg, data_dir, out / "eval-before", policy="model", model_dir=model_dir,
                             show_progress=show_progress, traces=traces)
     sections: list[str] = []
     if pretrain:
-        log.info("5/7 grounding pre-training (%d steps)", cfg.pretrain.max_steps)
+        log.info("5/9 grounding pre-training (%d steps)", cfg.pretrain.max_steps)
         grounded = run_pretrain(sft_cfg, out / "pretrain", model_dir, show_progress=show_progress)
         record_artifact(out, "pretrain_final_weights", grounded.weights_sha256)
         sft_cfg.model.path = str(grounded.final_model_dir)
         sections = _pretrain_section(grounded)
     else:
-        log.info("5/7 grounding pre-training skipped (--no-pretrain)")
-    log.info("6/7 SFT with the curriculum")
+        log.info("5/9 grounding pre-training skipped (--no-pretrain)")
+    log.info("6/9 SFT with the curriculum")
     result = train_sft(sft_cfg, sft_dir, show_progress=show_progress, traces=traces)
     record_artifact(out, "sft_final_weights", result.weights_sha256)
-    log.info("7/7 evaluating the SFT model")
+    log.info("7/9 evaluating the SFT model")
     after = run_evaluation(cfg, data_dir, out / "eval-after", policy="model", model_dir=result.final_model_dir,
                            show_progress=show_progress, traces=traces)
+    runs = {"untrained": before, "after SFT": after}
+    rft_sections: list[str] = []
+    if rft:
+        log.info("8/9 RFT from the SFT model (%d steps)", cfg.rft.max_steps)
+        rft_cfg = sft_cfg.model_copy(deep=True)
+        rft_cfg.model.path = str(result.final_model_dir)
+        tuned = train_rft(rft_cfg, out / "rft", show_progress=show_progress)
+        record_artifact(out, "rft_final_weights", tuned.weights_sha256)
+        log.info("9/9 evaluating the RFT model")
+        runs["after RFT"] = run_evaluation(cfg, data_dir, out / "eval-after-rft", policy="model",
+                                           model_dir=tuned.final_model_dir, show_progress=show_progress,
+                                           traces=traces)
+        rft_sections = _rft_section(out / "rft")
+    else:
+        log.info("8-9/9 RFT skipped (--no-rft)")
     intro = [f"Oracle check (golden trajectories replayed through the real tools): "
              f"**{golden['accuracy']:.0%}** on {golden['n']} test samples.", "",
              f"SFT: {result.steps} steps, final loss {result.last_loss:.3f}, final stage `{result.stage}`, "
              f"weights sha256 `{result.weights_sha256[:16]}`.", ""]
-    report = render_report({"untrained": before, "after SFT": after}, out,
-                           title="Pixelis demo: tiny Qwen3-VL before and after SFT",
-                           extra_sections=intro + sections + _curriculum_section(sft_dir) + time_section(traces))
-    return {"golden": golden, "before": before, "after": after, "report": report}
+    report = render_report(runs, out, title="Pixelis demo: tiny Qwen3-VL untrained, after SFT and after RFT",
+                           extra_sections=intro + sections + _curriculum_section(sft_dir) + rft_sections
+                           + time_section(traces))
+    return {"golden": golden, "runs": runs, "report": report}

@@ -17,6 +17,8 @@ def demo(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     pretrain: Annotated[bool, typer.Option("--pretrain/--no-pretrain", help="Grounding pre-training before SFT "
                                            "(pretrain.* settings).")] = True,
+    rft: Annotated[bool, typer.Option("--rft/--no-rft", help="RFT after SFT (rft.* settings), then evaluate "
+                                      "the RFT model.")] = True,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -27,10 +29,11 @@ def demo(
     log_format: LogFormatOpt = None,
 ) -> None:
     """Generate a suite, build the tiny model, evaluate it, pre-train it on grounding, train it with SFT,
-    evaluate again, write a report.
+    evaluate, train it with RFT, evaluate again, write a report.
 
-    Uses configs/demo.yaml unless --config is given. With it the main job takes about 50 minutes on 2 CPU cores
-    (suite ~5, pre-training ~9, SFT ~30, evaluations ~5); `--no-pretrain` skips pre-training.
+    Uses configs/demo.yaml unless --config is given. With it the main job takes about an hour on 2 CPU cores
+    (suite ~5, pre-training ~9, SFT ~30, RFT ~5, evaluations ~8 minutes); `--no-pretrain` skips pre-training and
+    `--no-rft` RFT.
     """
     if config is None and DEMO_CONFIG.is_file():
         config = DEMO_CONFIG
@@ -38,9 +41,8 @@ def demo(
                     overwrite=overwrite)
     from pixelis.demo import run_demo  # heavy imports only when running
 
-    result = run_demo(run.cfg, run.out_dir, show_progress=progress, pretrain=pretrain)
-    before, after = result["before"], result["after"]
-    for name, m in (("untrained", before), ("after SFT", after)):
+    result = run_demo(run.cfg, run.out_dir, show_progress=progress, pretrain=pretrain, rft=rft)
+    for name, m in result["runs"].items():
         typer.echo(f"{name:>10}: accuracy {m['accuracy']:.1%}, tool-call validity {m['tool_call_validity']:.1%}, "
                    f"RaPR {m['rapr']:.1%}")
     typer.echo(f"report: {result['report']}")
