@@ -30,8 +30,12 @@ from pixelis.train.sft import train_sft
 log = logging.getLogger("pixelis.demo")
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def _curriculum_section(sft_dir: Path) -> list[str]:
-    rows = [json.loads(line) for line in (sft_dir / "curriculum.jsonl").read_text().splitlines() if line.strip()]
+    rows = _jsonl(sft_dir / "curriculum.jsonl")
     lines = ["## Curriculum timeline", "", "![curriculum](sft/curriculum.png)", "",
              "| step | decision | stage | reason |", "|---|---|---|---|"]
     lines += [f"| {r['step']} | {r['action']} | {r['stage']} | {r['reason']} |" for r in rows]
@@ -44,10 +48,6 @@ def _pretrain_section(result: PretrainResult) -> list[str]:
             "Held-out images (never trained on), by the object's longer side on the 0-1000 grid "
             "(small < 60, medium < 110, large >= 110: the simple tier's objects):", "",
             *grounding_table(result.heldout), "", "![grounding](pretrain/grounding.png)", ""]
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def _rft_section(rft_dir: Path) -> list[str]:

@@ -1,25 +1,12 @@
-"""SFT's rendering rules (`pixelis.train.sft_batch`): the action mask, aux call positions and weighted collation."""
+"""SFT's rendering rules (`pixelis.train.sft_batch`): the action mask and the aux call positions (weighted collation:
+tests/model/test_train_step.py)."""
 
 import re
 
 import pytest
-import torch
 
-from pixelis.core.trajectory import render_final_text, render_step_text
-from pixelis.train.sft_batch import collate_sft, render_sft_sample
-
-NAMES = ["direct", "multi", "no_thought"]
-
-
-def assistant_texts(traj) -> list[str]:
-    return [render_step_text(s) for s in traj.steps] + [render_final_text(traj.final_thought, traj.answer)]
-
-
-def runs(mask: torch.Tensor) -> list[tuple[int, int]]:
-    """Contiguous [start, end) runs of ones."""
-    padded = torch.cat([torch.zeros(1, dtype=mask.dtype), mask, torch.zeros(1, dtype=mask.dtype)])
-    diff = padded[1:] - padded[:-1]
-    return list(zip((diff == 1).nonzero().flatten().tolist(), (diff == -1).nonzero().flatten().tolist()))
+from pixelis.train.sft_batch import render_sft_sample
+from test_chat import NAMES, assistant_texts, runs
 
 
 @pytest.mark.parametrize("name", NAMES)
