@@ -22,6 +22,7 @@ import json
 import logging
 import numbers
 import os
+import re
 import secrets
 import threading
 import time
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.propagators import textmap
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -55,6 +57,7 @@ __all__ = [
     "TraceContextFilter",
     "TracedOperation",
     "TracingFormatter",
+    "W3CTraceContextPropagator",
     "attach_context",
     "configure_tracing",
     "extract",
@@ -78,7 +81,6 @@ MAX_ATTRIBUTE_CHARS = 1000
 
 _component: contextvars.ContextVar[str | None] = contextvars.ContextVar("pixelis_component", default=None)
 _metadata: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("pixelis_metadata", default={})
-_propagator = TraceContextTextMapPropagator()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -660,20 +662,157 @@ class TracedOperation:
 # --------------------------------------------------------------------------------------------------
 
 
+# W3C Trace Context Level 2 (https://www.w3.org/TR/trace-context-2/), traceparent and tracestate grammar.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_CHARS = 55  # a version-00 header; later versions start with the same 55 characters
+_KNOWN_FLAGS = 0x03  # sampled (0x01) and random (0x02); other bits are reserved and sent as zero
+_TRACESTATE_KEY = re.compile(
+    r"[a-z][a-z0-9_\-*/]{0,255}"  # simple-key
+    r"|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"  # multi-tenant-key: tenant-id@system-id
+)
+_TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+_TRACESTATE_MAX_MEMBERS = 32
+_TRACESTATE_LONG_MEMBER = 128  # when over the member limit, members longer than this are dropped first
+_OWS = " \t"
+
+Carrier = Mapping[str, str | Sequence[str]]
+_log = logging.getLogger(__name__)
+
+
+class _HeaderGetter(textmap.Getter[Carrier]):
+    """Header names in any case; a value is a string or the list of a repeated header's values, kept in order."""
+
+    def get(self, carrier: Carrier, key: str) -> list[str] | None:
+        key = key.lower()
+        found: list[str] = []
+        for name, value in carrier.items():
+            if isinstance(name, str) and name.lower() == key:
+                found.extend([value] if isinstance(value, str) else value)
+        return found or None
+
+    def keys(self, carrier: Carrier) -> list[str]:
+        return list(carrier.keys())
+
+
+_header_getter = _HeaderGetter()
+
+
+def _parse_traceparent(values: Sequence[str] | None) -> trace.SpanContext | None:
+    """The remote parent in ``traceparent``; None when absent or invalid (the trace restarts)."""
+    if not values:
+        return None
+    # A repeated field combines with "," (RFC 9110 5.3), which no version allows: two traceparents are invalid.
+    header = ",".join(values).strip(_OWS)
+    if header[:2] == "00":
+        match, flags_mask = _TRACEPARENT.fullmatch(header), 0xFF
+    elif header[_TRACEPARENT_CHARS:_TRACEPARENT_CHARS + 1] in ("", "-"):
+        # A later version: read the version-00 fields, then only "-" (unknown fields) or the end may follow.
+        match, flags_mask = _TRACEPARENT.fullmatch(header[:_TRACEPARENT_CHARS]), _KNOWN_FLAGS
+    else:
+        return None
+    if match is None:
+        return None
+    version, trace_id, span_id, flags = match.groups()
+    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return trace.SpanContext(
+        int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=trace.TraceFlags(int(flags, 16) & flags_mask)
+    )
+
+
+def _limit_members(members: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """At most 32 members: over that, drop members longer than 128 characters (last first), then from the end."""
+    excess = len(members) - _TRACESTATE_MAX_MEMBERS
+    if excess <= 0:
+        return members
+    long_members = [i for i, (k, v) in enumerate(members) if len(k) + 1 + len(v) > _TRACESTATE_LONG_MEMBER]
+    dropped = set(long_members[::-1][:excess])
+    return [m for i, m in enumerate(members) if i not in dropped][:_TRACESTATE_MAX_MEMBERS]
+
+
+def _parse_tracestate(values: Sequence[str] | None) -> trace.TraceState:
+    """The valid ``tracestate`` members of all header values, in order; each invalid one is dropped on its own."""
+    members: dict[str, str] = {}
+    for header in values or ():
+        for member in header.split(","):
+            member = member.strip(_OWS)
+            if not member:  # empty and whitespace-only members are allowed
+                continue
+            key, eq, value = member.partition("=")
+            if not eq or _TRACESTATE_KEY.fullmatch(key) is None or _TRACESTATE_VALUE.fullmatch(value) is None:
+                _log.debug("tracestate: dropped invalid member %r", member)
+            elif key in members:
+                _log.debug("tracestate: dropped duplicate key %r", key)  # the first one stays
+            else:
+                members[key] = value
+    return trace.TraceState(_limit_members(list(members.items())))
+
+
+class W3CTraceContextPropagator(TraceContextTextMapPropagator):
+    """OpenTelemetry's W3C propagator, held to Trace Context Level 2.
+
+    ``traceparent``: version 00 exactly (OWS around it allowed), later versions by their first 55 characters,
+    ff, zero ids, uppercase and repeated headers invalid; invalid means no parent and no tracestate.
+    ``tracestate``: repeated headers combine in order; invalid members and later duplicates of a key are
+    dropped one by one; at most 32 members are kept. Header names match in any case by default.
+    """
+
+    # OTel-python drops the whole tracestate for one invalid or duplicated member or >32 members, and reads
+    # only the first of repeated traceparents.
+
+    def extract(
+        self,
+        carrier: textmap.CarrierT,
+        context: otel_context.Context | None = None,
+        getter: textmap.Getter[textmap.CarrierT] = _header_getter,  # type: ignore[assignment]
+    ) -> otel_context.Context:
+        context = otel_context.Context() if context is None else context
+        parent = _parse_traceparent(getter.get(carrier, self._TRACEPARENT_HEADER_NAME))
+        if parent is None:
+            return context
+        state = _parse_tracestate(getter.get(carrier, self._TRACESTATE_HEADER_NAME))
+        remote = trace.SpanContext(
+            parent.trace_id, parent.span_id, is_remote=True, trace_flags=parent.trace_flags, trace_state=state
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(remote), context)
+
+    def inject(
+        self,
+        carrier: textmap.CarrierT,
+        context: otel_context.Context | None = None,
+        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
+    ) -> None:
+        ctx = trace.get_current_span(context).get_span_context()
+        if not ctx.is_valid:
+            return
+        flags = ctx.trace_flags & _KNOWN_FLAGS
+        traceparent = f"00-{trace.format_trace_id(ctx.trace_id)}-{trace.format_span_id(ctx.span_id)}-{flags:02x}"
+        setter.set(carrier, self._TRACEPARENT_HEADER_NAME, traceparent)
+        if ctx.trace_state:
+            setter.set(carrier, self._TRACESTATE_HEADER_NAME, ctx.trace_state.to_header())
+
+
+_propagator = W3CTraceContextPropagator()
+
+
 def inject(carrier: dict[str, str] | None = None) -> dict[str, str]:
-    """Write the current context (W3C ``traceparent``) into ``carrier`` (HTTP headers, env, ...)."""
+    """Write the current context (W3C ``traceparent`` and ``tracestate``) into ``carrier`` (HTTP headers, env, ...)."""
     carrier = {} if carrier is None else carrier
     _propagator.inject(carrier)
     return carrier
 
 
-def extract(carrier: Mapping[str, str]) -> otel_context.Context:
-    """Read a W3C context from ``carrier``; keys are matched case-insensitively (``TRACEPARENT`` env works)."""
-    return _propagator.extract({k.lower(): v for k, v in carrier.items()})
+def extract(carrier: Carrier) -> otel_context.Context:
+    """Read a W3C context from ``carrier``.
+
+    Header names match in any case (a ``TRACEPARENT`` environment variable works); a value is a string or a list
+    of the values of a repeated header. An invalid ``traceparent`` gives an empty context (a new trace).
+    """
+    return _propagator.extract(carrier)
 
 
 @contextlib.contextmanager
-def attach_context(carrier: Mapping[str, str]) -> Iterator[otel_context.Context]:
+def attach_context(carrier: Carrier) -> Iterator[otel_context.Context]:
     """Make the context extracted from ``carrier`` current for a block."""
     ctx = extract(carrier)
     token = otel_context.attach(ctx)
