@@ -100,3 +100,44 @@ def test_batched_runs_keep_their_own_span_trees(synth_suite):
         tools = [s for s in spans if s.name.startswith("tool.") and by_id[s.parent.span_id] in turns]
         assert [s.name for s in tools] == [f"tool.{step.call.name}" for step in sample.steps if step.call is not None]
     assert len({s.context.trace_id for s in spans}) == 1
+
+
+class TargetSpy(ReplayPolicy):
+    """The replay oracle, recording whether any request showed the policy a target or a stored answer."""
+
+    def __init__(self, trajectories):
+        super().__init__(trajectories)
+        self.seen = []
+
+    def generate(self, requests):
+        self.seen.extend((r.sample.target, r.sample.answer) for r in requests)
+        return super().generate(requests)
+
+
+def test_requests_never_carry_the_target_and_results_get_it_back(synth_suite):
+    golden = synth_suite["train"][:4]
+    policy = TargetSpy(golden)
+    out = Agent(policy, batch_size=2).run_many(golden)
+    assert policy.seen and all(seen == (None, None) for seen in policy.seen)
+    assert [t.target for t in out] == [s.target for s in golden]
+    assert all(s.target is not None for s in golden)
+
+
+def test_continuous_batch_takes_work_while_others_run_and_matches_run_many(tiny_model_dir, train_suite_dir):
+    """Rollouts submitted into a running batch finish with the trajectories `run_many` gives for them."""
+    model, processor = load_policy(tiny_model_dir)
+    samples = read_jsonl(train_suite_dir / "val.jsonl")[:3]
+    agent = Agent(ModelPolicy(model, processor), limits=AgentLimits(max_turns=2, max_new_tokens=10),
+                  sampling=SamplingParams(do_sample=True), seed=5, tool_prompt="compact", batch_size=2)
+    expected = agent.run_many(samples)
+    batch = agent.batch()
+    tickets = {batch.submit(samples[0], 0): 0}
+    finished = dict(batch.step())  # the first sample is one turn in when the others arrive
+    assert batch.in_flight == 1 or finished
+    tickets.update({batch.submit(samples[i], i): i for i in (1, 2)})
+    while batch.pending:
+        finished.update(batch.step())
+        assert batch.in_flight <= 2
+    assert sorted(finished) == sorted(tickets)
+    for ticket, traj in finished.items():
+        assert _texts(traj) == _texts(expected[tickets[ticket]])

@@ -7,10 +7,11 @@ from pixelis.agent.loop import (
     Generation,
     GenerationRequest,
     Policy,
+    RolloutBatch,
     SampledTurn,
     SamplingParams,
 )
 from pixelis.agent.policies import ModelPolicy, ReplayPolicy
 
-__all__ = ["Agent", "AgentLimits", "Generation", "GenerationRequest", "ModelPolicy", "Policy", "ReplayPolicy",
+__all__ = ["Agent", "AgentLimits", "Generation", "GenerationRequest", "ModelPolicy", "Policy", "ReplayPolicy", "RolloutBatch",
            "SampledTurn", "SamplingParams", "TERMINATIONS"]

@@ -105,11 +105,13 @@ class Policy(Protocol):
 
 @dataclass
 class _Rollout:
-    """One trajectory in flight inside `Agent.run_many`."""
+    """One trajectory in flight inside a `RolloutBatch`."""
 
     traj: Trajectory
-    index: int  # position in the input, part of every sampling seed
+    ticket: int  # what `RolloutBatch.submit` returned for it
+    index: int  # the sample's index, part of every sampling seed
     draw: int  # which of the n samples of this query
+    target: dict[str, Any] | None  # held back from the policy; restored on the finished trajectory
     span: TracedOperation
     started: float
     turn: int = 0
@@ -153,42 +155,37 @@ class Agent:
 
         Trajectories advance in turn lockstep: each round asks the policy for the next turn of every trajectory
         in flight in one batched call, then parses and runs the tools of each; a finished trajectory is replaced
-        from the queue at once. Seeds depend on the sample's index, the draw and the turn, never on the batch,
-        so a trajectory is the same whatever the batch size. `on_done` is called as each one finishes.
+        from the queue at once. Seeds depend on the sample's id and index, the draw and the turn, never on the
+        batch, so a trajectory is the same whatever the batch size. `on_done` is called as each one finishes.
         """
-        queue = deque((index, draw, sample) for index, sample in enumerate(samples, start=first_index)
-                      for draw in range(n))
-        done: dict[tuple[int, int], Trajectory] = {}
-        order = [(index, draw) for index, draw, _ in queue]
-        active: list[_Rollout] = []
-        try:
-            while queue or active:
-                while queue and len(active) < self.batch_size:
-                    active.append(self._start(*queue.popleft()))
-                for rollout, reason in self._round(active):
-                    if reason is not None:
-                        active.remove(rollout)
-                        done[rollout.index, rollout.draw] = self._finish(rollout, reason)
-                        if on_done is not None:
-                            on_done(rollout.traj)
-        except BaseException as exc:
-            for rollout in active:
-                for op in (rollout.turn_span, rollout.span):
-                    if op is not None:
-                        op.end(exc)
-            raise
-        return [done[key] for key in order]
+        batch = self.batch()
+        order = [batch.submit(sample, index, draw)
+                 for index, sample in enumerate(samples, start=first_index) for draw in range(n)]
+        done: dict[int, Trajectory] = {}
+        with batch:
+            while batch.pending:
+                for ticket, traj in batch.step():
+                    done[ticket] = traj
+                    if on_done is not None:
+                        on_done(traj)
+        return [done[ticket] for ticket in order]
 
-    def _start(self, index: int, draw: int, sample: Trajectory) -> _Rollout:
+    def batch(self) -> "RolloutBatch":
+        """An empty continuous batch of this agent: submit work at any time, step it, collect what finished."""
+        return RolloutBatch(self)
+
+    def _start(self, ticket: int, index: int, draw: int, sample: Trajectory) -> _Rollout:
         metadata = {**sample.metadata, "policy": type(self.policy).__name__}
         if draw:
             metadata["draw"] = draw
-        traj = replace(sample, steps=[], answer=None, final_thought="", metadata=metadata, turns=[])
+        # The target never reaches the policy: requests carry the trajectory in flight, which has none.
+        traj = replace(sample, steps=[], answer=None, final_thought="", target=None, metadata=metadata, turns=[])
         span = TracedOperation("agent.run", "agent", {"sample_id": sample.id, "draw": draw}).start()
-        return _Rollout(traj, index, draw, span, time.monotonic())
+        return _Rollout(traj, ticket, index, draw, sample.target, span, time.monotonic())
 
     def _finish(self, rollout: _Rollout, reason: str) -> Trajectory:
         traj = rollout.traj
+        traj.target = rollout.target
         traj.metadata["termination"] = reason
         rollout.span.set_attribute("termination", reason)
         rollout.span.set_attribute("tool_calls", traj.num_tool_calls)
@@ -265,3 +262,65 @@ class Agent:
         if sum(im.width * im.height for im in images) > self.limits.max_context_pixels:
             return "max_context_pixels"
         return None
+
+
+class RolloutBatch:
+    """Continuous batching over one `Agent`: work is added while others are in flight, finished work collected.
+
+    `submit(sample, index, draw)` queues a rollout and returns its ticket; each `step()` fills the batch up to
+    `agent.batch_size` from the queue, runs one turn of every trajectory in flight (one batched generation) and
+    returns the `(ticket, trajectory)` pairs that finished. A rollout's seeds come from its sample id, index,
+    draw and turn only, so its trajectory is the same whenever it was submitted and whatever it shared a batch
+    with. Use it as a context manager so spans of unfinished rollouts are closed if stepping fails.
+    """
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self._queue: deque[tuple[int, int, int, Trajectory]] = deque()
+        self._active: list[_Rollout] = []
+        self._tickets = 0
+
+    def submit(self, sample: Trajectory, index: int = 0, draw: int = 0) -> int:
+        """Queue one rollout of `sample` (its steps, answer and target are not shown to the policy)."""
+        ticket = self._tickets
+        self._tickets += 1
+        self._queue.append((ticket, index, draw, sample))
+        return ticket
+
+    @property
+    def pending(self) -> int:
+        """Rollouts submitted and not yet finished (queued or in flight)."""
+        return len(self._queue) + len(self._active)
+
+    @property
+    def in_flight(self) -> int:
+        """Rollouts currently being generated (at most `agent.batch_size`)."""
+        return len(self._active)
+
+    def step(self) -> list[tuple[int, Trajectory]]:
+        """Admit queued rollouts, advance every one in flight by one turn, return those that finished."""
+        while self._queue and len(self._active) < self.agent.batch_size:
+            self._active.append(self.agent._start(*self._queue.popleft()))
+        finished = []
+        for rollout, reason in self.agent._round(self._active):
+            if reason is not None:
+                self._active.remove(rollout)
+                finished.append((rollout.ticket, self.agent._finish(rollout, reason)))
+        return finished
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """End the spans of rollouts still in flight (with `exc` recorded) and drop all pending work."""
+        for rollout in self._active:
+            for op in (rollout.turn_span, rollout.span):
+                if op is not None:
+                    op.end(exc)
+        self._active.clear()
+        self._queue.clear()
+
+    def __enter__(self) -> "RolloutBatch":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None:
+            self.close(exc)
+        return False
