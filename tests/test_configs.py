@@ -19,7 +19,7 @@ SMALL = ["data.n=18", "data.families=[attribute,track,temporal]", "data.val_frac
          "sft.eval_rollouts=1", "sft.eval_loss_samples=2", "sft.report_to=[]", "curriculum.evaluation_interval=2",
          "agent.max_new_tokens=8", "agent.max_turns=2", "agent.tool_prompt=compact", "eval.limit=3",
          "pretrain.max_steps=2", "pretrain.batch_size=2", "pretrain.heldout_samples=2", "rft.max_steps=1",
-         "rft.prompts_per_step=1", "rft.num_generations=2"]
+         "rft.prompts_per_step=1", "rft.num_generations=2", "online.n_samples=2", "online.replay_limit=2"]
 
 
 def run_lines(config: Path) -> list[list[str]]:
@@ -51,7 +51,7 @@ def test_run_line_works(name, index, args, tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = [str(out) if i and args[i - 1] == "--out" else a for i, a in enumerate(args)]
     sets = [] if args[:2] == ["repro", "selftest-job"] else [a for s in SMALL for a in ("--set", s)]
-    extra = ["--no-progress"] if args[0] in ("train", "demo") else []
+    extra = ["--no-progress"] if args[0] in ("train", "demo", "online") else []
     try:
         result = CliRunner().invoke(app, [*args, *sets, *extra])
     finally:
@@ -73,5 +73,8 @@ def test_run_line_works(name, index, args, tmp_path, monkeypatch):
             assert "## Grounding pre-training" in report and "| box_iou50 |" in report
             assert json.loads((out / "pretrain" / "run.json").read_text())["artifacts"]["final_weights"]
         assert (out / "sft" / "curriculum.png").is_file() and (out / "eval-after" / "metrics.json").is_file()
+        assert "## Online replay" in report and (out / "online-replay" / "online" / "report.md").is_file()
+    if args[0] == "online":
+        assert (out / "online" / "report.md").is_file() and (out / "data" / "test.jsonl").is_file()
     if args[0] == "train":
         assert (out / "final" / "model.safetensors").is_file() and (out / "data" / "train.jsonl").is_file()

@@ -4,6 +4,7 @@ from pixelis.cli import data, model, repro, tools
 from pixelis.cli import trace
 from pixelis.cli import analyze
 from pixelis.cli import bench
+from pixelis.cli import online
 from pixelis.cli.common import command_group
 from pixelis.cli.demo import demo
 from pixelis.cli.eval import evaluate
@@ -20,6 +21,7 @@ app.add_typer(repro.app, name="repro")
 app.add_typer(trace.app, name="trace")
 app.add_typer(analyze.app, name="analyze")
 app.add_typer(bench.app, name="bench")
+app.add_typer(online.app, name="online")
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ def demo(
                                            "(pretrain.* settings).")] = True,
     rft: Annotated[bool, typer.Option("--rft/--no-rft", help="RFT after SFT (rft.* settings), then evaluate "
                                       "the RFT model.")] = True,
+    online: Annotated[bool, typer.Option("--online/--no-online", help="Finish with an online replay of the test "
+                                         "split (online.* settings) from the final policy.")] = True,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -29,11 +31,11 @@ def demo(
     log_format: LogFormatOpt = None,
 ) -> None:
     """Generate a suite, build the tiny model, evaluate it, pre-train it on grounding, train it with SFT,
-    evaluate, train it with RFT, evaluate again, write a report.
+    evaluate, train it with RFT, evaluate again, replay the test split online, write a report.
 
     Uses configs/demo.yaml unless --config is given. With it the main job takes about an hour on 2 CPU cores
-    (suite ~5, pre-training ~9, SFT ~30, RFT ~5, evaluations ~8 minutes); `--no-pretrain` skips pre-training and
-    `--no-rft` RFT.
+    (suite ~5, pre-training ~9, SFT ~30, RFT ~5, evaluations ~8, online replay ~5 minutes); `--no-pretrain`
+    skips pre-training, `--no-rft` RFT and `--no-online` the replay.
     """
     if config is None and DEMO_CONFIG.is_file():
         config = DEMO_CONFIG
@@ -41,7 +43,7 @@ def demo(
                     overwrite=overwrite)
     from pixelis.demo import run_demo  # heavy imports only when running
 
-    result = run_demo(run.cfg, run.out_dir, show_progress=progress, pretrain=pretrain, rft=rft)
+    result = run_demo(run.cfg, run.out_dir, show_progress=progress, pretrain=pretrain, rft=rft, online=online)
     for name, m in result["runs"].items():
         typer.echo(f"{name:>10}: accuracy {m['accuracy']:.1%}, tool-call validity {m['tool_call_validity']:.1%}, "
                    f"RaPR {m['rapr']:.1%}")

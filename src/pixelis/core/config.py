@@ -27,11 +27,13 @@ __all__ = [
     "LoggingConfig",
     "LoraConfig",
     "ModelConfig",
+    "OnlineConfig",
     "PixelisConfig",
     "ReproducibilityConfig",
     "SftConfig",
     "ToolsConfig",
     "TracingConfig",
+    "VoteConfig",
     "config_hash",
     "dump_config",
     "load_config",
@@ -264,6 +266,60 @@ class RftConfig(_Section):
     collapse: CollapseConfig = Field(default_factory=CollapseConfig, description="Tool-use collapse monitor.")
 
 
+class VoteConfig(_Section):
+    """How trajectories are weighted when the online engine votes (see `pixelis.online.voting`)."""
+
+    validity: float = Field(1.0, ge=0.0, description="Weight lost by a trajectory with an invalid call: its weight "
+                            "is multiplied by (1 - validity) when any call failed (0: validity ignored).")
+    brevity: float = Field(0.25, ge=0.0, description="Each tool call beyond the first divides the weight by "
+                           "(1 + brevity) (0: length ignored).")
+    fidelity: float = Field(1.0, ge=0.0, description="Bonus factor (1 + fidelity) for an answer supported by what "
+                            "the tools returned (0: ignored).")
+    neighbours: float = Field(0.5, ge=0.0, description="Weight of retrieved neighbours' stored answers, each "
+                              "counted with its similarity (0: neighbours ignored).")
+    learn_from: Literal["trajectory", "majority"] = Field(
+        "trajectory", description="Which vote decides what the policy learns: the weighted trajectory vote or "
+        "plain answer majority (TTRL). Both are computed and logged on every query.")
+
+
+class OnlineConfig(_Section):
+    """Online test-time learning: the engine, the experience buffer and the update worker."""
+
+    n_samples: int = Field(4, ge=1, description="Trajectories sampled per query, then voted over.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the online rollouts.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold of the online rollouts.")
+    embedder: Literal["policy", "pixels"] = Field(
+        "policy", description="Query embeddings: the policy's pooled hidden states of question + image, or a "
+        "model-free embedding of downsampled pixels and hashed question words.")
+    index: Literal["flat", "hnsw"] = Field("flat", description="faiss index over the buffer's embeddings "
+                                           "(exact inner product, or HNSW for large buffers).")
+    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree (index: hnsw).")
+    k: int = Field(4, ge=1, description="Neighbours retrieved per query.")
+    min_similarity: float = Field(0.5, ge=-1.0, le=1.0, description="Neighbours below this cosine similarity "
+                                  "are ignored.")
+    min_buffer: int = Field(8, ge=0, description="Below this many stored experiences retrieval is skipped "
+                            "(cold start).")
+    max_buffer: int = Field(10_000, ge=1, description="Most experiences kept; the oldest (or least used) go first.")
+    eviction: Literal["age", "use"] = Field("age", description="Which experiences retention removes first.")
+    confidence_gate: float = Field(0.6, ge=0.0, le=1.0, description="Least vote confidence that stores the winner "
+                                   "and enqueues an update.")
+    max_winner_calls: int = Field(4, ge=0, description="Longest winning trajectory (tool calls) learned from.")
+    learning_rate: float = Field(1e-2, gt=0.0, description="Plain-SGD learning rate of an update, scaled by the "
+                                 "vote confidence.")
+    update_steps: int = Field(1, ge=1, description="Optimizer steps per update task.")
+    kl_weight: float = Field(0.1, ge=0.0, description="Weight of the token KL to the EMA policy in the update loss.")
+    ema_decay: float = Field(0.95, ge=0.0, lt=1.0, description="EMA of the policy: ema = decay*ema + "
+                             "(1-decay)*policy after each accepted update.")
+    kl_max: float = Field(0.1, gt=0.0, description="Corridor: an update whose probe-set token KL to the EMA "
+                          "exceeds this is rejected and the weights restored.")
+    probe_size: int = Field(4, ge=0, description="Recent experiences added to the update's exemplar to form the "
+                            "corridor's probe set.")
+    report_window: int = Field(8, ge=1, description="Queries per window in the replay report's accuracy curve.")
+    replay_limit: int | None = Field(None, ge=1, description="Queries a replay takes from its stream (None: "
+                                     "all); `pixelis online replay --limit` sets it, the demo's replay reads it.")
+    vote: VoteConfig = Field(default_factory=VoteConfig, description="Trajectory voting weights.")
+
+
 class EvalConfig(_Section):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items; None for all.")
     iou_threshold: float = Field(0.5, ge=0.0, le=1.0, description="IoU counted as a correct box.")
@@ -288,6 +344,7 @@ class PixelisConfig(_Section):
     sft: SftConfig = Field(default_factory=SftConfig, description="Supervised fine-tuning.")
     rft: RftConfig = Field(default_factory=RftConfig, description="Reinforcement fine-tuning (GRPO over rollouts).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    online: OnlineConfig = Field(default_factory=OnlineConfig, description="Online test-time learning.")
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Curriculum manager (simple -> medium -> hard)."
     )

@@ -301,9 +301,16 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
         return img.copy()
 
 
-def trajectory_to_dict(traj: Trajectory, base_dir: Path, media_dir: Path) -> dict[str, Any]:
-    """JSON-ready dict; images are written as PNG files under `media_dir`, stored relative to `base_dir`."""
-    save = lambda im: _image_to_file(im, media_dir, base_dir)  # noqa: E731
+def trajectory_to_dict(traj: Trajectory, base_dir: Path | None = None, media_dir: Path | None = None, *,
+                       save_image: Callable[[Image.Image], str] | None = None) -> dict[str, Any]:
+    """JSON-ready dict; images are written as PNG files under `media_dir`, stored relative to `base_dir`.
+
+    `save_image` replaces the files: it stores one image and returns the string the record keeps for it (e.g. a
+    content hash, as the experience buffer does); `base_dir` and `media_dir` are then unused.
+    """
+    if save_image is None and (base_dir is None or media_dir is None):
+        raise TypeError("trajectory_to_dict needs base_dir and media_dir, or save_image")
+    save = save_image or (lambda im: _image_to_file(im, media_dir, base_dir))
     steps = []
     for s in traj.steps:
         obs = s.observation
@@ -332,8 +339,12 @@ def trajectory_to_dict(traj: Trajectory, base_dir: Path, media_dir: Path) -> dic
     }
 
 
-def trajectory_from_dict(d: Any, base_dir: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Trajectory:
+def trajectory_from_dict(d: Any, base_dir: Path | None = None, max_pixels: int = MAX_IMAGE_PIXELS, *,
+                         open_image: Callable[[str], Image.Image] | None = None) -> Trajectory:
     """Inverse of `trajectory_to_dict`; image paths are resolved against `base_dir`.
+
+    `open_image` replaces the files: it returns the image a record's string refers to (the inverse of
+    `trajectory_to_dict`'s `save_image`); `base_dir` and `max_pixels` are then unused.
 
     Every field is type-checked, and a wrong type, a missing `id`/`question` or an unreadable image raises
     `DataError` naming the field (e.g. ``steps[1].call.name``) or the image file. A record of a synthetic
@@ -345,7 +356,9 @@ def trajectory_from_dict(d: Any, base_dir: Path, max_pixels: int = MAX_IMAGE_PIX
     metadata = _get(d, "metadata", dict, {})
     images, video = _paths(d, "images", []), _paths(d, "video", None)
     _check_media(_get(metadata, "family", str, None, "metadata."), images, video)
-    load = lambda rel: load_image(base_dir / rel, max_pixels)  # noqa: E731
+    if open_image is None and base_dir is None:
+        raise TypeError("trajectory_from_dict needs base_dir, or open_image")
+    load = open_image or (lambda rel: load_image(base_dir / rel, max_pixels))
     return Trajectory(
         id=_get(d, "id", str),
         question=_get(d, "question", str),

@@ -1,0 +1,1 @@
+"""Online test-time learning (Pixel TTRL): experience buffer, trajectory voting, inference engine, update worker."""

@@ -1,0 +1,189 @@
+"""`pixelis online replay`: an unlabelled stream through the engine and the update worker, scored afterwards.
+
+Two arms see the same stream with the same seeds: the *frozen* engine (votes and stores, never updates) and the
+*online* engine, whose update tasks a separate worker process turns into weight versions. Replay is synchronous
+so that a seed replays bitwise: after a query that enqueued a task, the next query waits until the worker has
+finished it (and then runs on whatever version that produced). Labels are read from the stream only to score
+answers afterwards; the engines get `Query` objects, which have no label. Writes into ``RUN/online/``:
+``queries.jsonl`` (one row per query and arm), ``updates.jsonl`` (the worker's), ``report.md`` and ``report.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from pixelis.core.config import PixelisConfig
+from pixelis.core.errors import DataError, PixelisError
+from pixelis.core.repro import file_sha256
+from pixelis.core.trajectory import trajectory_from_dict
+from pixelis.eval.scoring import score_answer
+from pixelis.model.load import load_policy
+from pixelis.online.engine import InferenceEngine, Query, Result
+from pixelis.online.replay_report import write_report
+from pixelis.online.tasks import TaskQueue
+from pixelis.online.weights import PARAMS_FILE
+from pixelis.online.worker import UPDATES_FILE, worker_command, write_spec
+
+log = logging.getLogger("pixelis.online")
+
+TASK_TIMEOUT_S = 600.0
+
+
+class ReplayError(PixelisError):
+    """A stream or run that cannot be replayed."""
+
+
+@dataclass
+class StreamItem:
+    """One line of the stream: the query (or why it is unreadable) and the hidden label used for scoring."""
+
+    line: int
+    query: Query | None
+    target: dict[str, Any] | None
+    problem: str | None = None
+
+
+def read_stream(path: Path, max_pixels: int, limit: int | None = None) -> list[StreamItem]:
+    """The stream's items; a bad line (JSON, fields, unreadable or oversize image) is kept as a `problem`."""
+    if not path.is_file():
+        raise ReplayError(f"stream file not found: {path}")
+    items = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if limit is not None and len(items) >= limit:
+            break
+        try:
+            sample = trajectory_from_dict(json.loads(line), path.parent, max_pixels)
+        except (json.JSONDecodeError, DataError) as err:
+            items.append(StreamItem(lineno, None, None, f"{path}:{lineno}: {err}"))
+            continue
+        items.append(StreamItem(lineno, Query.of(sample), sample.target))
+    if not items:
+        raise ReplayError(f"{path}: the stream holds no queries")
+    return items
+
+
+def _row(item: StreamItem, result: Result | None, arm: str, cfg: PixelisConfig) -> dict[str, Any]:
+    def correct(answer: str | None) -> bool | None:
+        if item.target is None:
+            return None
+        return answer is not None and score_answer(answer, item.target, cfg.eval.iou_threshold,
+                                                   cfg.eval.numeric_tolerance)
+
+    if result is None:  # an unreadable line: the same row shape, with the reason
+        result = Result(query_id="", error=item.problem)
+    decision = result.vote
+    majority = None if decision is None else decision.majority_answer
+    return {
+        "arm": arm, "line": item.line, "query_id": result.query_id or None, "answer": result.answer,
+        "correct": None if result.error else correct(result.answer), "majority_answer": majority,
+        "majority_correct": None if result.error else correct(majority), "confidence": result.confidence,
+        "model_version": result.model_version, "neighbours": result.neighbours,
+        "experience_id": result.experience_id, "task_id": result.task_id, "error": result.error,
+        "latency_s": round(result.latency_s, 4), "trace_id": result.trace_id,
+    }
+
+
+def _answers(engine: InferenceEngine, items: list[StreamItem], arm: str, cfg: PixelisConfig,
+             after_query: Any = None, progress: Any = None) -> Iterator[dict[str, Any]]:
+    for item in items:
+        result = None if item.query is None else engine.infer(item.query)
+        if result is not None and after_query is not None:
+            after_query(result)
+        row = _row(item, result, arm, cfg)
+        row["buffer_size"] = len(engine.buffer)
+        if progress is not None:
+            progress()
+        yield row
+
+
+class _Worker:
+    """The update worker subprocess of one replay."""
+
+    def __init__(self, online_dir: Path):
+        self.log = open(online_dir / "worker.stderr", "ab")
+        self.proc = subprocess.Popen(worker_command(online_dir), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=120)
+        self.log.close()
+        return code
+
+
+def run_replay(cfg: PixelisConfig, model_dir: Path, stream: Path, out_dir: Path,
+               show_progress: bool = True) -> dict[str, Any]:
+    """Replay the first `online.replay_limit` queries of `stream` through the frozen and the online engine;
+    writes ``out_dir/online`` and returns the summary, with the hashes to record under ``artifacts``."""
+    from rich.progress import Progress
+
+    items = read_stream(stream, cfg.data.max_image_pixels, cfg.online.replay_limit)
+    online_dir, frozen_dir = out_dir / "online", out_dir / "frozen"
+    online_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with Progress(disable=not show_progress, transient=True) as bar:
+        model, processor = load_policy(model_dir, dtype=cfg.model.dtype, device=cfg.model.device)
+        frozen = InferenceEngine(cfg, model, processor, frozen_dir, learn=False)
+        task = bar.add_task("frozen engine", total=len(items))
+        rows.extend(_answers(frozen, items, "frozen", cfg, progress=lambda: bar.advance(task)))
+        frozen.close()
+
+        model, processor = load_policy(model_dir, dtype=cfg.model.dtype, device=cfg.model.device)
+        engine = InferenceEngine(cfg, model, processor, online_dir, learn=True)
+        write_spec(online_dir, model_dir, out_dir / "config.yaml", engine.embedder.dim)
+        worker = _Worker(online_dir)
+        queue = TaskQueue(online_dir / "tasks.db")
+
+        def learn(result: Result) -> None:
+            if result.task_id is not None:
+                queue.wait_finished(result.task_id, TASK_TIMEOUT_S, alive=worker.alive)
+                engine.refresh_weights()
+
+        try:
+            task = bar.add_task("online engine", total=len(items))
+            rows.extend(_answers(engine, items, "online", cfg, after_query=learn,
+                                 progress=lambda: bar.advance(task)))
+        finally:
+            code = worker.stop()
+            engine.close()
+        if code != 0:
+            raise ReplayError(f"the update worker exited with code {code}; see {online_dir / 'worker.stderr'}")
+        counts = queue.counts()
+        queue.close()
+    with open(online_dir / "queries.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({k: v for k, v in row.items() if k not in ("latency_s", "trace_id")},
+                               sort_keys=True) + "\n")
+    updates = _read_jsonl(online_dir / UPDATES_FILE)
+    summary = write_report(online_dir, rows, updates, cfg, counts)
+    summary["artifacts"] = _artifacts(online_dir, engine.version)
+    return summary
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _artifacts(online_dir: Path, version: int) -> dict[str, str]:
+    """What `pixelis repro verify` compares: the answers of both arms, the updates and the final weights (sha256;
+    no weights entry when no update was accepted: they are the start model's)."""
+    updates = [{k: v for k, v in row.items() if k != "trace_id"} for row in _read_jsonl(online_dir / UPDATES_FILE)]
+    hashes = {"queries.jsonl": file_sha256(online_dir / "queries.jsonl"),
+              "updates": hashlib.sha256(json.dumps(updates, sort_keys=True).encode()).hexdigest()}
+    if version:
+        hashes["weights"] = file_sha256(online_dir / "weights" / f"v{version:06d}" / PARAMS_FILE)
+    return hashes
