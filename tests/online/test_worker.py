@@ -73,9 +73,15 @@ def test_benign_stream_is_accepted_with_rising_versions_that_the_engine_serves(
     cfg = online_config(**EMBEDDER)
     learned = _benign_tasks(tmp_path, online_model_dir, attribute_suite_dir, cfg)
     assert len(learned) >= 2
+    cfg.tracing.exporter = "jsonl"  # the worker exports its spans to worker/traces.jsonl
     proc = _start(tmp_path, online_model_dir, cfg, 256)
     queue = _wait_all_finished(tmp_path, proc)
     _stop(proc)
+    spans = [json.loads(line) for line in (tmp_path / "worker" / "traces.jsonl").read_text().splitlines()]
+    updates = [s for s in spans if s["name"] == "online.update"]
+    # One trace from query to weight version: each update span continues its request's trace.
+    assert sorted(s["trace_id"] for s in updates) == sorted(r.trace_id for r in learned)
+    assert [s["attributes"]["version"] for s in updates] == list(range(1, len(learned) + 1))
     finished = queue.finished()
     assert [t.status for t in finished] == ["accepted"] * len(learned)
     assert [t.version for t in finished] == list(range(1, len(learned) + 1))
@@ -100,17 +106,21 @@ def test_confident_garbage_is_rejected_by_the_corridor_and_the_weights_stay(
         exp_id = buffer.add(Experience(query_id=sample.id, trajectory=garbage, answer=garbage.answer, confidence=1.0,
                                        votes={}, embedding=np.ones(256, np.float32), model_version=0))
         queue.enqueue(exp_id, sample.id, 1.0, {})
+        if exp_id == 1:
+            queue.enqueue(999, "gone", 1.0, {})  # an experience retention removed: the task fails, the worker goes on
     buffer.close()
     proc = _start(tmp_path, online_model_dir, cfg, 256)
     _wait_all_finished(tmp_path, proc)
     _stop(proc)
     finished = queue.finished()
-    assert [t.status for t in finished] == ["rejected"] * 3
+    assert [t.status for t in finished] == ["rejected", "failed", "rejected", "rejected"]
+    assert "no longer in the buffer" in finished[1].result["reason"]
+    finished = [t for t in finished if t.status == "rejected"]
     assert all(t.result["kl"] > cfg.online.kl_max for t in finished)
     assert WeightStore(tmp_path / "weights").current() == 0
     assert not list((tmp_path / "weights").glob("v*"))
-    rows = (tmp_path / UPDATES_FILE).read_text().splitlines()
-    assert len(rows) == 3 and all('"status": "rejected"' in row for row in rows)
+    rows = [json.loads(line) for line in (tmp_path / UPDATES_FILE).read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["rejected", "failed", "rejected", "rejected"]
     assert "rejected by the corridor" in (tmp_path / "worker.log").read_text()
 
 

@@ -93,6 +93,19 @@ class OnlineUpdater:
     def update(self, exemplar: Trajectory, confidence: float, probes: Sequence[Trajectory]) -> UpdateOutcome:
         """Learn from `exemplar` at `learning_rate x confidence`; keep the step only inside the corridor."""
         snapshot = trainable_state(self.model)
+        try:
+            outcome = self._step(exemplar, confidence, probes)
+        except BaseException:
+            load_trainable(self.model, snapshot)  # a failed update leaves the weights as they were
+            self.model.eval()
+            raise
+        if outcome.accepted:
+            self._refresh_ema()
+        else:
+            load_trainable(self.model, snapshot)
+        return outcome
+
+    def _step(self, exemplar: Trajectory, confidence: float, probes: Sequence[Trajectory]) -> UpdateOutcome:
         lr = self.cfg.learning_rate * confidence
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr)
@@ -109,12 +122,7 @@ class OnlineUpdater:
         with torch.no_grad():
             loss_after = float(self._losses(batch)[0])
         kl = self.probe_kl([exemplar, *probes])
-        accepted = kl <= self.cfg.kl_max
-        if accepted:
-            self._refresh_ema()
-        else:
-            load_trainable(self.model, snapshot)
-        return UpdateOutcome(accepted, kl, float(loss_before), loss_after, lr)
+        return UpdateOutcome(kl <= self.cfg.kl_max, kl, float(loss_before), loss_after, lr)
 
     def ema_state(self) -> dict[str, torch.Tensor]:
         """The EMA's tensors at the names of the policy's trainable ones (what a weight version stores)."""

@@ -99,40 +99,48 @@ class UpdateWorker:
             os.fsync(f.fileno())
 
     def process(self, task: UpdateTask) -> UpdateTask:
-        """Run one task's update under a span in the request's trace, record and publish the outcome."""
+        """Run one task's update under a span in the request's trace, record and publish the outcome.
+
+        A task that cannot be done (its experience was evicted, or the update raised) is recorded as failed and
+        the worker goes on; the weights are left as they were.
+        """
         with attach_context(task.carrier), TracedOperation(
                 "online.update", "online", {"task": task.id, "query_id": task.query_id}) as op:
-            exemplar = self.buffer.get(task.experience_id)
-            if exemplar is None:  # evicted by retention before its update ran
-                self.queue.finish(task.id, "failed", None, {"reason": "experience evicted", "kl": None})
-                op.add_event("experience.evicted")
-                done = self.queue.get(task.id)
-                self._log_row(done)
-                return done
-            probes = [e.trajectory for e in self.buffer.recent(self.cfg.online.probe_size + 1)
-                      if e.id != task.experience_id][: self.cfg.online.probe_size]
-            outcome = self.updater.update(exemplar.trajectory, task.confidence, probes)
-            op.set_attribute("kl", outcome.kl)
-            op.set_attribute("accepted", outcome.accepted)
-            result = {**outcome.to_dict(), "kl_max": self.cfg.online.kl_max, "trace_id": op.trace_id}
-            if outcome.accepted:
-                version = self.version + 1
-                self.weights.save(version, trainable_state(self.model),
-                                  self.updater.ema_state(), {"task": task.id, "kl": outcome.kl})
-                self.queue.finish(task.id, "accepted", version, result)
-                self.weights.publish(version)
-                self.version = version
-                op.set_attribute("version", version)
-                log.info("task %d accepted: KL %.4g <= %.4g, weights v%d", task.id, outcome.kl,
-                         self.cfg.online.kl_max, version)
-            else:
-                self.queue.finish(task.id, "rejected", None, result)
-                op.add_event("corridor.reject", {"kl": outcome.kl, "kl_max": self.cfg.online.kl_max})
-                log.warning("task %d rejected by the corridor: KL %.4g > %.4g; weights stay at v%d", task.id,
-                            outcome.kl, self.cfg.online.kl_max, self.version)
+            try:
+                self._update(task, op)
+            except Exception as exc:  # one bad task must not stop the worker
+                log.exception("task %d failed; weights stay at v%d", task.id, self.version)
+                op.add_event("update.failed", {"error": f"{type(exc).__name__}: {exc}"})
+                self.queue.finish(task.id, "failed", None, {"reason": f"{type(exc).__name__}: {exc}", "kl": None})
         done = self.queue.get(task.id)
         self._log_row(done)
         return done
+
+    def _update(self, task: UpdateTask, op: TracedOperation) -> None:
+        exemplar = self.buffer.get(task.experience_id)
+        if exemplar is None:
+            raise LookupError(f"experience {task.experience_id} is no longer in the buffer (evicted)")
+        probes = [e.trajectory for e in self.buffer.recent(self.cfg.online.probe_size + 1)
+                  if e.id != task.experience_id][: self.cfg.online.probe_size]
+        outcome = self.updater.update(exemplar.trajectory, task.confidence, probes)
+        op.set_attribute("kl", outcome.kl)
+        op.set_attribute("accepted", outcome.accepted)
+        result = {**outcome.to_dict(), "kl_max": self.cfg.online.kl_max, "trace_id": op.trace_id}
+        if not outcome.accepted:
+            self.queue.finish(task.id, "rejected", None, result)
+            op.add_event("corridor.reject", {"kl": outcome.kl, "kl_max": self.cfg.online.kl_max})
+            log.warning("task %d rejected by the corridor: KL %.4g > %.4g; weights stay at v%d", task.id,
+                        outcome.kl, self.cfg.online.kl_max, self.version)
+            return
+        version = self.version + 1
+        self.weights.save(version, trainable_state(self.model), self.updater.ema_state(),
+                          {"task": task.id, "kl": outcome.kl})
+        self.queue.finish(task.id, "accepted", version, result)  # the record of truth, then publish
+        self.weights.publish(version)
+        self.version = version
+        op.set_attribute("version", version)
+        log.info("task %d accepted: KL %.4g <= %.4g, weights v%d", task.id, outcome.kl, self.cfg.online.kl_max,
+                 version)
 
     def run(self, stop: threading.Event, poll_s: float = 0.05) -> None:
         """Process tasks until `stop` is set (by SIGTERM/SIGINT); the task in hand is finished first."""
