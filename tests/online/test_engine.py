@@ -29,7 +29,7 @@ class SpyPolicy(ModelPolicy):
         return super().generate(requests)
 
 
-def _queries(suite_dir, n=4):
+def _queries(suite_dir, n=3):
     return [Query.of(s) for s in read_jsonl(suite_dir / "train.jsonl")][:n]
 
 

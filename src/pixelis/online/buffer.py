@@ -56,6 +56,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -66,9 +67,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import faiss
-import numpy as np
-from PIL import Image
+# faiss logs a ModuleNotFoundError at INFO each time it falls back from a CPU-specific build: not an error.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from pixelis.core.errors import PixelisError, describe
 from pixelis.core.trajectory import Trajectory, trajectory_from_dict, trajectory_to_dict
