@@ -5,7 +5,7 @@ Every stage is the same code path as its own command (`pixelis data synth`, `pix
 `pixelis eval`, `pixelis model pretrain`, `pixelis train --mode sft`, `pixelis train --mode rft`,
 `pixelis online replay`); outputs land in sub-directories of the run directory and one `report.md` compares the
 policy untrained, after SFT and after RFT, with the held-out grounding metrics of the pre-trained model, the RFT
-steps and alerts, the online replay's online-vs-frozen accuracy (and, when tracing exports to
+steps and alerts, the online replay's accuracy (frozen, online, TTRL) (and, when tracing exports to
 `RUN/traces.jsonl`, where the time went). Unset
 `data.path` / `model.path` (the demo config's choice) generate the suite into `RUN/data` and build the tiny model
 into `RUN/model`.
@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pixelis.core.config import PixelisConfig, dump_config
+from pixelis.core.config import PixelisConfig
 from pixelis.core.repro import record_artifact
 from pixelis.core.trace_analysis import time_section
 from pixelis.eval.grounding import grounding_table
@@ -68,14 +68,14 @@ def _rft_section(rft_dir: Path) -> list[str]:
 
 
 def _online_section(summary: dict[str, Any]) -> list[str]:
-    online, frozen, updates = summary["online"], summary["frozen"], summary["updates"]
     pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    arms = "; ".join(f"{arm} **{pct(summary[arm]['accuracy'])}**"
+                     + ("" if arm == "frozen" else f" ({summary[arm]['accepted']} updates accepted, "
+                                                   f"{summary[arm]['rejected']} rejected)")
+                     for arm in summary["arms"])
     return ["## Online replay (test split, labels hidden)", "",
-            f"{summary['queries']} test queries streamed through the engine: online accuracy "
-            f"**{pct(online['accuracy'])}** vs frozen **{pct(frozen['accuracy'])}** on the same seeds (answer "
-            f"majority {pct(online['majority_accuracy'])} vs {pct(frozen['majority_accuracy'])}); "
-            f"{updates['accepted']} updates accepted, {updates['rejected']} rejected by the KL corridor. "
-            "Details: [online/report.md](online-replay/online/report.md).", ""]
+            f"{summary['queries']} test queries streamed through each engine with the same seeds: {arms}. "
+            "Details: [online-replay/online/report.md](online-replay/online/report.md).", ""]
 
 
 def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True, pretrain: bool = True,
@@ -130,10 +130,8 @@ def run_demo(cfg: PixelisConfig, out: Path, show_progress: bool = True, pretrain
     online_sections: list[str] = []
     if online:
         log.info("10/10 online replay of the test split from %s", final_model)
-        replay_dir = out / "online-replay"
-        replay_dir.mkdir()
-        dump_config(cfg, replay_dir / "config.yaml")  # what the update worker process reads
-        replayed = run_replay(cfg, final_model, data_dir / "test.jsonl", replay_dir, show_progress=show_progress)
+        replayed = run_replay(cfg, final_model, data_dir / "test.jsonl", out / "online-replay",
+                              show_progress=show_progress)
         for name, sha256 in replayed["artifacts"].items():
             record_artifact(out, f"online_{name}", sha256)
         online_sections = _online_section(replayed)

@@ -36,10 +36,10 @@ def test_replay_learns_reports_and_reruns_bitwise(online_model_dir, attribute_su
     assert "identical across 2 runs" in verify.stdout
     run = tmp_path / "verify" / "run-0"
     artifacts = json.loads((run / "run.json").read_text())["artifacts"]
-    assert {"queries.jsonl", "updates", "weights"} <= set(artifacts)  # weights: an update was accepted
+    assert {"queries.jsonl", "online_updates", "online_weights", "ttrl_updates"} <= set(artifacts)
 
     rows = [json.loads(line) for line in (run / "online" / "queries.jsonl").read_text().splitlines()]
-    for arm in ("frozen", "online"):
+    for arm in ("frozen", "online", "ttrl"):
         arm_rows = [r for r in rows if r["arm"] == arm]
         assert len(arm_rows) == 6
         assert "missing.png" in arm_rows[-1]["error"] and arm_rows[-1]["line"] == 6
@@ -48,10 +48,12 @@ def test_replay_learns_reports_and_reruns_bitwise(online_model_dir, attribute_su
     online = [r for r in rows if r["arm"] == "online"]
     assert [r["model_version"] for r in online[:-1]] == sorted(r["model_version"] for r in online[:-1])
     assert online[-2]["model_version"] > 0  # later queries were served by updated weights
-    updates = [json.loads(line) for line in (run / "online" / "updates.jsonl").read_text().splitlines()]
-    assert [u["task"] for u in updates] == [r["task_id"] for r in online if r["task_id"] is not None]
+    for arm in ("online", "ttrl"):  # each learning arm has its own worker, queue and log
+        updates = [json.loads(line) for line in (run / arm / "updates.jsonl").read_text().splitlines()]
+        assert [u["task"] for u in updates] == [r["task_id"] for r in rows if r["arm"] == arm and r["task_id"]]
     report = (run / "online" / "report.md").read_text()
-    for part in ("| frozen |", "| online |", "Online minus frozen accuracy", "## Updates", "report.png"):
+    for part in ("| frozen (no updates) |", "| online (trajectory vote) |", "| TTRL (answer-majority vote) |",
+                 "## Updates of the online arm", "report.png"):
         assert part in report
     assert (run / "online" / "report.png").stat().st_size > 10_000
     assert (run / "online" / "worker.log").exists()

@@ -34,7 +34,7 @@ def demo(
     evaluate, train it with RFT, evaluate again, replay the test split online, write a report.
 
     Uses configs/demo.yaml unless --config is given. With it the main job takes about an hour on 2 CPU cores
-    (suite ~5, pre-training ~9, SFT ~30, RFT ~5, evaluations ~8, online replay ~6 minutes); `--no-pretrain`
+    (suite ~5, pre-training ~9, SFT ~30, RFT ~5, evaluations ~8, online replay ~8 minutes); `--no-pretrain`
     skips pre-training, `--no-rft` RFT and `--no-online` the replay.
     """
     if config is None and DEMO_CONFIG.is_file():

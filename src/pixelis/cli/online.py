@@ -34,11 +34,12 @@ def replay(
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Replay a stream through a frozen engine and a learning one (with its update worker process).
+    """Replay a stream through a frozen engine, a learning one and a TTRL one (answer-majority pseudo-labels),
+    each learning engine with its own update worker process.
 
-    Writes RUN/online/report.md (accuracy over time against the frozen policy and answer-majority TTRL, the KL
-    corridor, updates accepted/rejected, buffer size, latency), queries.jsonl and updates.jsonl; the hashes of
-    the answers, the updates and the final weights go into run.json for `pixelis repro verify`.
+    Writes RUN/online/report.md (accuracy over time per arm, the KL corridor, updates accepted/rejected, buffer
+    size, latency) and queries.jsonl, and each arm's buffer, tasks, weights and updates.jsonl under RUN/<arm>/;
+    the hashes of the answers, the updates and the final weights go into run.json for `pixelis repro verify`.
     """
     from pixelis.core.repro import record_artifact
     from pixelis.model.load import checkpoint_dir
@@ -58,9 +59,10 @@ def replay(
     summary = run_replay(run.cfg, checkpoint, stream, run.out_dir, show_progress=progress)
     for name, sha256 in summary["artifacts"].items():
         record_artifact(run.out_dir, name, sha256)
-    online, frozen, updates = summary["online"], summary["frozen"], summary["updates"]
     fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
-    typer.echo(f"{summary['queries']} queries: online accuracy {fmt(online['accuracy'])} vs frozen "
-               f"{fmt(frozen['accuracy'])} (answer majority {fmt(online['majority_accuracy'])}); updates "
-               f"{updates['accepted']} accepted, {updates['rejected']} rejected; weights v{updates['final_version']}")
+    for arm in summary["arms"]:
+        s = summary[arm]
+        learned = "" if arm == "frozen" else (f"; updates {s['accepted']} accepted, {s['rejected']} rejected, "
+                                              f"weights v{s['final_version']}")
+        typer.echo(f"{arm:>6}: accuracy {fmt(s['accuracy'])} on {summary['queries']} queries{learned}")
     typer.echo(f"report: {run.out_dir / 'online' / 'report.md'}")

@@ -1,11 +1,14 @@
 """`pixelis online replay`: an unlabelled stream through the engine and the update worker, scored afterwards.
 
-Two arms see the same stream with the same seeds: the *frozen* engine (votes and stores, never updates) and the
-*online* engine, whose update tasks a separate worker process turns into weight versions. Replay is synchronous
+Three arms see the same stream with the same seeds: the *frozen* engine (votes and stores, never updates), the
+*online* engine (the trajectory vote decides what is learned) and the *ttrl* engine (plain answer majority decides,
+as in TTRL); a learning arm's update tasks go to its own worker process, which turns them into weight versions.
+Replay is synchronous
 so that a seed replays bitwise: after a query that enqueued a task, the next query waits until the worker has
 finished it (and then runs on whatever version that produced). Labels are read from the stream only to score
-answers afterwards; the engines get `Query` objects, which have no label. Writes into ``RUN/online/``:
-``queries.jsonl`` (one row per query and arm), ``updates.jsonl`` (the worker's), ``report.md`` and ``report.png``.
+answers afterwards; the engines get `Query` objects, which have no label. Each arm works in ``RUN/<arm>/``
+(buffer, tasks, weights, the worker's ``updates.jsonl`` and log); ``RUN/online/`` also gets ``queries.jsonl``
+(one row per query and arm), ``report.md`` and ``report.png``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pixelis.core.config import PixelisConfig
+from pixelis.core.config import PixelisConfig, dump_config
 from pixelis.core.errors import DataError, PixelisError
 from pixelis.core.repro import file_sha256
 from pixelis.core.trajectory import trajectory_from_dict
@@ -116,59 +119,92 @@ class _Worker:
         return self.proc.poll() is None
 
     def stop(self) -> int:
+        """SIGTERM and wait; the exit code, with a SIGTERM that came before the worker's handler counted as 0
+        (the replay waited for every task it enqueued, so nothing is in hand then)."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=120)
         self.log.close()
-        return code
+        return 0 if code == -signal.SIGTERM else code
+
+
+@dataclass
+class _Arm:
+    """One engine over the stream: `frozen` (no updates), `online` (the configured vote decides learning) or
+    `ttrl` (answer majority decides learning: TTRL's pseudo-label)."""
+
+    name: str
+    cfg: PixelisConfig
+    learn: bool
+
+
+def _arms(cfg: PixelisConfig) -> list[_Arm]:
+    arms = [_Arm("frozen", cfg, False), _Arm("online", cfg, True)]
+    if cfg.online.vote.learn_from != "majority":  # otherwise the online arm is TTRL already
+        ttrl = cfg.model_copy(deep=True)
+        ttrl.online.vote.learn_from = "majority"
+        arms.append(_Arm("ttrl", ttrl, True))
+    return arms
+
+
+def _run_arm(arm: _Arm, model_dir: Path, items: list[StreamItem], arm_dir: Path,
+             progress: Any) -> tuple[list[dict[str, Any]], dict[str, int], int]:
+    """Stream `items` through one engine (with its worker process when it learns): rows, task counts, version."""
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    model, processor = load_policy(model_dir, dtype=arm.cfg.model.dtype, device=arm.cfg.model.device)
+    engine = InferenceEngine(arm.cfg, model, processor, arm_dir, learn=arm.learn)
+    if not arm.learn:
+        rows = list(_answers(engine, items, arm.name, arm.cfg, progress=progress))
+        engine.close()
+        return rows, {}, 0
+    dump_config(arm.cfg, arm_dir / "config.yaml")
+    write_spec(arm_dir, model_dir, arm_dir / "config.yaml", engine.embedder.dim)
+    worker = _Worker(arm_dir)
+    queue = TaskQueue(arm_dir / "tasks.db")
+
+    def learn(result: Result) -> None:
+        if result.task_id is not None:
+            queue.wait_finished(result.task_id, TASK_TIMEOUT_S, alive=worker.alive)
+            engine.refresh_weights()
+
+    try:
+        rows = list(_answers(engine, items, arm.name, arm.cfg, after_query=learn, progress=progress))
+    finally:
+        code = worker.stop()
+        engine.close()
+    if code != 0:
+        raise ReplayError(f"the {arm.name} arm's update worker exited with code {code}; see "
+                          f"{arm_dir / 'worker.stderr'}")
+    counts = queue.counts()
+    queue.close()
+    return rows, counts, engine.version
 
 
 def run_replay(cfg: PixelisConfig, model_dir: Path, stream: Path, out_dir: Path,
                show_progress: bool = True) -> dict[str, Any]:
-    """Replay the first `online.replay_limit` queries of `stream` through the frozen and the online engine;
-    writes ``out_dir/online`` and returns the summary, with the hashes to record under ``artifacts``."""
+    """Replay the first `online.replay_limit` queries of `stream` through the frozen, the online and the TTRL
+    engine; writes ``out_dir/<arm>/`` (the report in ``out_dir/online``) and returns the summary, with the hashes
+    to record under ``artifacts``."""
     from rich.progress import Progress
 
     items = read_stream(stream, cfg.data.max_image_pixels, cfg.online.replay_limit)
-    online_dir, frozen_dir = out_dir / "online", out_dir / "frozen"
-    online_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    counts: dict[str, dict[str, int]] = {}
+    versions: dict[str, int] = {}
     with Progress(disable=not show_progress, transient=True) as bar:
-        model, processor = load_policy(model_dir, dtype=cfg.model.dtype, device=cfg.model.device)
-        frozen = InferenceEngine(cfg, model, processor, frozen_dir, learn=False)
-        task = bar.add_task("frozen engine", total=len(items))
-        rows.extend(_answers(frozen, items, "frozen", cfg, progress=lambda: bar.advance(task)))
-        frozen.close()
-
-        model, processor = load_policy(model_dir, dtype=cfg.model.dtype, device=cfg.model.device)
-        engine = InferenceEngine(cfg, model, processor, online_dir, learn=True)
-        write_spec(online_dir, model_dir, out_dir / "config.yaml", engine.embedder.dim)
-        worker = _Worker(online_dir)
-        queue = TaskQueue(online_dir / "tasks.db")
-
-        def learn(result: Result) -> None:
-            if result.task_id is not None:
-                queue.wait_finished(result.task_id, TASK_TIMEOUT_S, alive=worker.alive)
-                engine.refresh_weights()
-
-        try:
-            task = bar.add_task("online engine", total=len(items))
-            rows.extend(_answers(engine, items, "online", cfg, after_query=learn,
-                                 progress=lambda: bar.advance(task)))
-        finally:
-            code = worker.stop()
-            engine.close()
-        if code != 0:
-            raise ReplayError(f"the update worker exited with code {code}; see {online_dir / 'worker.stderr'}")
-        counts = queue.counts()
-        queue.close()
+        for arm in _arms(cfg):
+            task = bar.add_task(f"{arm.name} engine", total=len(items))
+            arm_rows, counts[arm.name], versions[arm.name] = _run_arm(
+                arm, model_dir, items, out_dir / arm.name, lambda: bar.advance(task))
+            rows.extend(arm_rows)
+    online_dir = out_dir / "online"
     with open(online_dir / "queries.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps({k: v for k, v in row.items() if k not in ("latency_s", "trace_id")},
                                sort_keys=True) + "\n")
-    updates = _read_jsonl(online_dir / UPDATES_FILE)
+    updates = {name: _read_jsonl(out_dir / name / UPDATES_FILE) for name in counts if name != "frozen"}
     summary = write_report(online_dir, rows, updates, cfg, counts)
-    summary["artifacts"] = _artifacts(online_dir, engine.version)
+    summary["artifacts"] = _artifacts(out_dir, versions)
     return summary
 
 
@@ -178,12 +214,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _artifacts(online_dir: Path, version: int) -> dict[str, str]:
-    """What `pixelis repro verify` compares: the answers of both arms, the updates and the final weights (sha256;
-    no weights entry when no update was accepted: they are the start model's)."""
-    updates = [{k: v for k, v in row.items() if k != "trace_id"} for row in _read_jsonl(online_dir / UPDATES_FILE)]
-    hashes = {"queries.jsonl": file_sha256(online_dir / "queries.jsonl"),
-              "updates": hashlib.sha256(json.dumps(updates, sort_keys=True).encode()).hexdigest()}
-    if version:
-        hashes["weights"] = file_sha256(online_dir / "weights" / f"v{version:06d}" / PARAMS_FILE)
+def _artifacts(out_dir: Path, versions: dict[str, int]) -> dict[str, str]:
+    """What `pixelis repro verify` compares: every arm's answers, each learning arm's updates and final weights
+    (sha256; no weights entry for an arm without an accepted update: its weights are the start model's)."""
+    hashes = {"queries.jsonl": file_sha256(out_dir / "online" / "queries.jsonl")}
+    for name, version in versions.items():
+        if name == "frozen":
+            continue
+        updates = [{k: v for k, v in row.items() if k != "trace_id"}
+                   for row in _read_jsonl(out_dir / name / UPDATES_FILE)]
+        hashes[f"{name}_updates"] = hashlib.sha256(json.dumps(updates, sort_keys=True).encode()).hexdigest()
+        if version:
+            hashes[f"{name}_weights"] = file_sha256(out_dir / name / "weights" / f"v{version:06d}" / PARAMS_FILE)
     return hashes
