@@ -7,7 +7,7 @@ Layout under `root` (``RUN/online/weights``)::
     v000001/meta.json            version, the task it came from, its corridor KL
     CURRENT                      the published version number ("0": the base model, no file needed)
 
-A version directory is first written as ``.tmp-v000001`` and renamed when complete, and ``CURRENT`` is replaced
+A version directory is first written as ``.v000001.partial`` (the checkpoints' staging) and renamed when complete, and ``CURRENT`` is replaced
 with ``os.replace``; a reader (the engine) therefore sees the old version or the new one, never half of one.
 """
 
@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pixelis.core.errors import PixelisError
+from pixelis.train.checkpoint import commit_dir, fsync_path, staging_dir
 
 PARAMS_FILE, EMA_FILE, META_FILE, CURRENT_FILE = "params.safetensors", "ema.safetensors", "meta.json", "CURRENT"
 
@@ -45,14 +46,6 @@ def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> No
     with torch.no_grad():
         for name, tensor in state.items():
             params[name].copy_(tensor)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class WeightStore:
@@ -78,19 +71,11 @@ class WeightStore:
     def save(self, version: int, params: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
              meta: dict[str, Any]) -> Path:
         """Write version `version` completely, then rename it into place (not yet published)."""
-        final, tmp = self.path(version), self.root / f".tmp-v{version:06d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(params, str(tmp / PARAMS_FILE))
-        save_file(ema, str(tmp / EMA_FILE))
-        (tmp / META_FILE).write_text(json.dumps({"version": version, **meta}, sort_keys=True), encoding="utf-8")
-        for name in (PARAMS_FILE, EMA_FILE, META_FILE):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        shutil.rmtree(final, ignore_errors=True)  # an unpublished leftover of a crashed attempt
-        os.rename(tmp, final)
-        _fsync_dir(self.root)
-        return final
+        staging = staging_dir(self.path(version))
+        save_file(params, str(staging / PARAMS_FILE))
+        save_file(ema, str(staging / EMA_FILE))
+        (staging / META_FILE).write_text(json.dumps({"version": version, **meta}, sort_keys=True), encoding="utf-8")
+        return commit_dir(staging, self.path(version))  # replaces an unpublished leftover of a crashed attempt
 
     def publish(self, version: int) -> None:
         """Make `version` the one the engine serves (atomic)."""
@@ -98,10 +83,9 @@ class WeightStore:
             raise WeightVersionError(f"cannot publish version {version}: {self.path(version)} is not complete")
         tmp = self.root / f".{CURRENT_FILE}.tmp"
         tmp.write_text(f"{version}\n", encoding="utf-8")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_path(tmp)
         os.replace(tmp, self.root / CURRENT_FILE)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
 
     def load(self, version: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
         """(params, ema, meta) of a saved version."""
@@ -116,7 +100,7 @@ class WeightStore:
         """Remove unpublished versions above `version` and leftover temporary directories; returns those removed."""
         removed = []
         for entry in self.root.iterdir():
-            if entry.name.startswith(".tmp-"):
+            if entry.name.endswith((".partial", ".old")):  # staging left by an interrupted `save`
                 shutil.rmtree(entry, ignore_errors=True)
             elif entry.is_dir() and entry.name.startswith("v") and entry.name[1:].isdigit():
                 if int(entry.name[1:]) > version:

@@ -118,8 +118,8 @@ def commit_dir(staging: Path, path: Path) -> Path:
     """fsync every file of `staging` and the directory, then rename it to `path` (replacing an older one)."""
     for file in staging.rglob("*"):
         if file.is_file():
-            _fsync(file)
-    _fsync(staging)
+            fsync_path(file)
+    fsync_path(staging)
     if path.exists():  # a resumed run saving a step it had saved before: swap, never mix the two
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -128,7 +128,7 @@ def commit_dir(staging: Path, path: Path) -> Path:
         shutil.rmtree(old)
     else:
         os.replace(staging, path)
-    _fsync(path.parent)
+    fsync_path(path.parent)
     return path
 
 
@@ -171,7 +171,8 @@ def save_model_dir(accelerator: Any, directory: Path, *, model: nn.Module, proce
     return directory
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
