@@ -49,7 +49,7 @@ def test_vision_tokens_are_never_sampled(tiny_model_dir):
     assert len(banned) == 4
     vocab = len(processor.tokenizer)
     for sampling in (SamplingParams(), SAMPLING):
-        sampler = RowSeededSampler([1, 2], sampling, torch.device("cpu"), suppressed=banned)
+        sampler = RowSeededSampler([1, 2], [sampling] * 2, torch.device("cpu"), suppressed=banned)
         scores = torch.zeros(2, vocab)
         scores[:, banned] = 50.0  # by far the likeliest tokens
         forced = sampler(torch.zeros(2, 1, dtype=torch.long), scores)

@@ -8,6 +8,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from opentelemetry import context as otel_context
+
 from pixelis.agent.prompt import ToolPrompt, ToolPromptMode
 from pixelis.core.repro import derive_seed
 from pixelis.core.tracing import TracedOperation
@@ -103,6 +105,10 @@ class Policy(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
 
 
+class RolloutCancelled(Exception):
+    """Recorded on the spans of a rollout that `RolloutBatch.cancel` dropped."""
+
+
 @dataclass
 class _Rollout:
     """One trajectory in flight inside a `RolloutBatch`."""
@@ -114,6 +120,8 @@ class _Rollout:
     target: dict[str, Any] | None  # held back from the policy; restored on the finished trajectory
     span: TracedOperation
     started: float
+    sampling: SamplingParams
+    max_new_tokens: int
     turn: int = 0
     turn_span: TracedOperation | None = None
 
@@ -174,14 +182,16 @@ class Agent:
         """An empty continuous batch of this agent: submit work at any time, step it, collect what finished."""
         return RolloutBatch(self)
 
-    def _start(self, ticket: int, index: int, draw: int, sample: Trajectory) -> _Rollout:
+    def _start(self, ticket: int, index: int, draw: int, sample: Trajectory, sampling: SamplingParams | None,
+               max_new_tokens: int | None) -> _Rollout:
         metadata = {**sample.metadata, "policy": type(self.policy).__name__}
         if draw:
             metadata["draw"] = draw
         # The target never reaches the policy: requests carry the trajectory in flight, which has none.
         traj = replace(sample, steps=[], answer=None, final_thought="", target=None, metadata=metadata, turns=[])
         span = TracedOperation("agent.run", "agent", {"sample_id": sample.id, "draw": draw}).start()
-        return _Rollout(traj, ticket, index, draw, sample.target, span, time.monotonic())
+        return _Rollout(traj, ticket, index, draw, sample.target, span, time.monotonic(), sampling or self.sampling,
+                        max_new_tokens or self.limits.max_new_tokens)
 
     def _finish(self, rollout: _Rollout, reason: str) -> Trajectory:
         traj = rollout.traj
@@ -224,7 +234,7 @@ class Agent:
         messages, images = to_messages(traj, include_answer=False, system=self.prompt.system)
         return GenerationRequest(
             sample=traj, messages=messages, images=images, tools=self.prompt.tools, turn=rollout.turn,
-            max_new_tokens=self.limits.max_new_tokens, sampling=self.sampling,
+            max_new_tokens=rollout.max_new_tokens, sampling=rollout.sampling,
             seed=derive_seed(self.seed, traj.id, rollout.index, rollout.draw, rollout.turn),
         )
 
@@ -267,25 +277,51 @@ class Agent:
 class RolloutBatch:
     """Continuous batching over one `Agent`: work is added while others are in flight, finished work collected.
 
-    `submit(sample, index, draw)` queues a rollout and returns its ticket; each `step()` fills the batch up to
+    `submit(sample, index, draw)` queues a rollout (optionally with its own sampling parameters and per-turn
+    token limit) and returns its ticket; each `step()` fills the batch up to
     `agent.batch_size` from the queue, runs one turn of every trajectory in flight (one batched generation) and
     returns the `(ticket, trajectory)` pairs that finished. A rollout's seeds come from its sample id, index,
     draw and turn only, so its trajectory is the same whenever it was submitted and whatever it shared a batch
-    with. Use it as a context manager so spans of unfinished rollouts are closed if stepping fails.
+    with. `live()` shows the trajectories in flight (a streaming caller reads their new steps after each step);
+    `cancel(ticket)` drops one. Use it as a context manager so spans of unfinished rollouts are closed if stepping
+    fails.
     """
 
     def __init__(self, agent: Agent):
         self.agent = agent
-        self._queue: deque[tuple[int, int, int, Trajectory]] = deque()
+        self._queue: deque[tuple[otel_context.Context, tuple[Any, ...]]] = deque()
         self._active: list[_Rollout] = []
         self._tickets = 0
 
-    def submit(self, sample: Trajectory, index: int = 0, draw: int = 0) -> int:
-        """Queue one rollout of `sample` (its steps, answer and target are not shown to the policy)."""
+    def submit(self, sample: Trajectory, index: int = 0, draw: int = 0, sampling: SamplingParams | None = None,
+               max_new_tokens: int | None = None) -> int:
+        """Queue one rollout of `sample` (its steps, answer and target are not shown to the policy); `sampling`
+        and `max_new_tokens` replace the agent's for this rollout only."""
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         ticket = self._tickets
         self._tickets += 1
-        self._queue.append((ticket, index, draw, sample))
+        # The rollout's span is opened when it is admitted: under the context current at submission, so it is a
+        # child of the submitter's span even when another thread steps the batch.
+        self._queue.append((otel_context.get_current(), (ticket, index, draw, sample, sampling, max_new_tokens)))
         return ticket
+
+    def live(self) -> list[tuple[int, Trajectory]]:
+        """The `(ticket, trajectory so far)` of every rollout in flight."""
+        return [(rollout.ticket, rollout.traj) for rollout in self._active]
+
+    def cancel(self, ticket: int) -> bool:
+        """Drop a queued or in-flight rollout (its spans end as cancelled); False when it is not pending."""
+        for item in self._queue:
+            if item[1][0] == ticket:
+                self._queue.remove(item)
+                return True
+        for rollout in self._active:
+            if rollout.ticket == ticket:
+                self._active.remove(rollout)
+                self._end_spans(rollout, RolloutCancelled(f"rollout {ticket} cancelled"))
+                return True
+        return False
 
     @property
     def pending(self) -> int:
@@ -300,7 +336,12 @@ class RolloutBatch:
     def step(self) -> list[tuple[int, Trajectory]]:
         """Admit queued rollouts, advance every one in flight by one turn, return those that finished."""
         while self._queue and len(self._active) < self.agent.batch_size:
-            self._active.append(self.agent._start(*self._queue.popleft()))
+            context, args = self._queue.popleft()
+            token = otel_context.attach(context)
+            try:
+                self._active.append(self.agent._start(*args))
+            finally:
+                otel_context.detach(token)
         finished = []
         for rollout, reason in self.agent._round(self._active):
             if reason is not None:
@@ -311,11 +352,15 @@ class RolloutBatch:
     def close(self, exc: BaseException | None = None) -> None:
         """End the spans of rollouts still in flight (with `exc` recorded) and drop all pending work."""
         for rollout in self._active:
-            for op in (rollout.turn_span, rollout.span):
-                if op is not None:
-                    op.end(exc)
+            self._end_spans(rollout, exc)
         self._active.clear()
         self._queue.clear()
+
+    @staticmethod
+    def _end_spans(rollout: _Rollout, exc: BaseException | None) -> None:
+        for op in (rollout.turn_span, rollout.span):
+            if op is not None:
+                op.end(exc)
 
     def __enter__(self) -> "RolloutBatch":
         return self

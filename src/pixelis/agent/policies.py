@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from pixelis.agent.loop import Generation, GenerationRequest, SamplingParams
 from pixelis.core.trajectory import Trajectory, render_final_text, render_step_text
@@ -69,35 +69,40 @@ class RowSeededSampler(LogitsProcessor):
     `suppressed` token ids are never chosen (their scores are -inf before anything else).
     """
 
-    def __init__(self, seeds: Sequence[int], sampling: SamplingParams, device: torch.device,
+    def __init__(self, seeds: Sequence[int], samplings: Sequence[SamplingParams], device: torch.device,
                  suppressed: Sequence[int] = ()):
-        self.sampling = sampling
+        if len(samplings) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(samplings)} sampling parameters")
+        self.samplings = list(samplings)
         self.suppressed = list(suppressed)
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        temperature = sampling.temperature if sampling.do_sample else 1.0
-        self.temperature = TemperatureLogitsWarper(temperature)
-        self.top_p = TopPLogitsWarper(sampling.top_p) if sampling.do_sample and sampling.top_p < 1.0 else None
+        temperatures = [s.temperature if s.do_sample else 1.0 for s in samplings]
+        self.temperatures = torch.tensor(temperatures, device=device)[:, None]
+        self.top_p = [TopPLogitsWarper(s.top_p) if s.do_sample and s.top_p < 1.0 else None for s in samplings]
         self.logprobs: list[list[float]] = [[] for _ in seeds]
 
     @classmethod
     def for_requests(cls, requests: Sequence[GenerationRequest], device: torch.device,
                      suppressed: Sequence[int] = ()) -> "RowSeededSampler":
-        """The sampler of one batched generation: each row seeded by its request."""
-        return cls([r.seed for r in requests], requests[0].sampling, device, suppressed)
+        """The sampler of one batched generation: each row seeded and parameterised by its request."""
+        return cls([r.seed for r in requests], [r.sampling for r in requests], device, suppressed)
 
     def choose(self, input_ids: torch.LongTensor, scaled: torch.Tensor) -> torch.Tensor:
-        """The next token of every row, given the temperature-scaled scores."""
-        if not self.sampling.do_sample:
-            return scaled.argmax(dim=-1)
-        warped = scaled if self.top_p is None else self.top_p(input_ids, scaled.clone())
-        probs = warped.softmax(dim=-1)
-        return torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.generators)])
+        """The next token of every row, given the temperature-scaled scores: argmax for greedy rows, else a draw
+        from the row's top-p distribution with the row's generator."""
+        chosen = scaled.argmax(dim=-1)
+        for row, (sampling, top_p, generator) in enumerate(zip(self.samplings, self.top_p, self.generators)):
+            if sampling.do_sample:
+                warped = scaled[row:row + 1] if top_p is None else top_p(input_ids[row:row + 1],
+                                                                          scaled[row:row + 1].clone())
+                chosen[row] = torch.multinomial(warped[0].softmax(dim=-1), 1, generator=generator)[0]
+        return chosen
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
         if self.suppressed:
             scores = scores.index_fill(1, torch.tensor(self.suppressed, device=scores.device), float("-inf"))
-        scaled = self.temperature(input_ids, scores)
+        scaled = scores / self.temperatures
         chosen = self.choose(input_ids, scaled)
         picked = scaled.log_softmax(dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
         for row, value in zip(self.logprobs, picked):
@@ -109,8 +114,9 @@ class RowSeededSampler(LogitsProcessor):
 class ModelPolicy:
     """A local VLM (any Qwen3-VL / Qwen2.5-VL checkpoint) writing the next turn through its chat template.
 
-    Requests are generated as one left-padded batch. Sampling draws each row from a generator seeded by its
-    request, so rollouts are reproducible, independent of batching, and leave the global RNG untouched.
+    Requests are generated as one left-padded batch. Each row samples with its own request's parameters (greedy
+    or temperature/top-p) from a generator seeded by the request, and is cut at its own `max_new_tokens`, so
+    rollouts are reproducible, independent of what they are batched with, and leave the global RNG untouched.
     """
 
     END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -128,20 +134,19 @@ class ModelPolicy:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not requests:
             return []
-        if len({(r.max_new_tokens, r.sampling) for r in requests}) > 1:
-            raise ValueError("requests batched together must share max_new_tokens and sampling parameters")
         inputs = build_generation_batch(self.processor, [(r.messages, r.images, r.tools) for r in requests])
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        max_new_tokens = requests[0].max_new_tokens
+        max_new_tokens = max(r.max_new_tokens for r in requests)  # each row is cut at its own limit below
         sampler = self.sampler.for_requests(requests, device, self.suppressed)
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                      eos_token_id=self.end_ids, pad_token_id=self.pad_id,
                                      logits_processor=LogitsProcessorList([sampler]))
         prompt_length = inputs["input_ids"].shape[1]
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
-        return [self._decode(prompt, row[prompt_length:].tolist(), logprobs, max_new_tokens)
-                for prompt, row, logprobs in zip(prompts, output, sampler.logprobs)]
+        return [self._decode(prompt, row[prompt_length:prompt_length + r.max_new_tokens].tolist(), logprobs,
+                             r.max_new_tokens)
+                for r, prompt, row, logprobs in zip(requests, prompts, output, sampler.logprobs)]
 
     def _decode(self, prompt_ids: list[int], tokens: list[int], logprobs: list[float],
                 max_new_tokens: int) -> Generation:

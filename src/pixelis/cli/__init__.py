@@ -8,6 +8,7 @@ from pixelis.cli import online
 from pixelis.cli.common import command_group
 from pixelis.cli.demo import demo
 from pixelis.cli.eval import evaluate
+from pixelis.cli.serve import serve
 from pixelis.cli.train import train
 
 app = command_group("Pixelis: train and serve pixel-space reasoning agents.")
@@ -22,6 +23,7 @@ app.add_typer(trace.app, name="trace")
 app.add_typer(analyze.app, name="analyze")
 app.add_typer(bench.app, name="bench")
 app.add_typer(online.app, name="online")
+app.command("serve")(serve)
 
 
 def main() -> None:

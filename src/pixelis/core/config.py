@@ -320,6 +320,27 @@ class OnlineConfig(_Section):
     vote: VoteConfig = Field(default_factory=VoteConfig, description="Trajectory voting weights.")
 
 
+class ServeConfig(_Section):
+    """`pixelis serve`: the OpenAI-compatible agent server, its batching and its request limits."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback needs an API key.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port, printed at start-up).")
+    model_name: str | None = Field(None, description="Model id in /v1/models and responses (None: "
+                                   "pixelis-<model directory name>).")
+    max_wait_ms: float = Field(10.0, ge=0.0, description="How long an idle batcher waits for more requests before "
+                               "it starts a batch (up to agent.batch_size rollouts in flight).")
+    max_queue: int = Field(64, ge=1, description="Requests accepted and not yet answered; beyond it: 429.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 429.")
+    request_timeout_s: float = Field(300.0, gt=0.0, description="A request not answered within this gets 504 "
+                                     "(its rollouts are cancelled).")
+    max_body_bytes: int = Field(20_000_000, ge=1, description="Largest request body; beyond it: 413.")
+    max_images: int = Field(4, ge=1, description="Most images in one request.")
+    max_image_pixels: int = Field(4_000_000, ge=1, description="Largest image (width x height) in a request.")
+    max_n: int = Field(8, ge=1, description="Largest `n` (choices) of a request.")
+    drain_timeout_s: float = Field(120.0, ge=0.0, description="On SIGTERM with --online: how long to wait for the "
+                                   "update worker to finish the queued updates before stopping it.")
+
+
 class EvalConfig(_Section):
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items; None for all.")
     iou_threshold: float = Field(0.5, ge=0.0, le=1.0, description="IoU counted as a correct box.")
@@ -345,6 +366,7 @@ class PixelisConfig(_Section):
     rft: RftConfig = Field(default_factory=RftConfig, description="Reinforcement fine-tuning (GRPO over rollouts).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     online: OnlineConfig = Field(default_factory=OnlineConfig, description="Online test-time learning.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The OpenAI-compatible agent server.")
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Curriculum manager (simple -> medium -> hard)."
     )

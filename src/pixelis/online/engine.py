@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -71,6 +72,23 @@ class Result:
     latency_s: float = 0.0
 
 
+@dataclass
+class PendingQuery:
+    """A query between `InferenceEngine.begin` and `finish`: its open span, its result so far, the sample to roll
+    out (None when the query was refused) and what retrieval found."""
+
+    result: Result
+    op: TracedOperation
+    started: float
+    sample: Trajectory | None = None
+    embedding: Any = None
+    neighbours: list[NeighbourVote] = field(default_factory=list)
+
+    def end(self, exc: BaseException | None = None) -> None:
+        self.result.latency_s = time.monotonic() - self.started
+        self.op.end(exc)
+
+
 class InferenceEngine:
     """Answers queries with the policy at `online_dir`'s published weights; learns through the worker's queue.
 
@@ -122,30 +140,58 @@ class InferenceEngine:
 
     def infer(self, query: Query, carrier: Mapping[str, Any] | None = None) -> Result:
         """Answer `query` (see the module docstring); a bad query gets a Result with `error`, never an exception."""
+        pending = self.begin(query, carrier)
+        if pending.sample is None:
+            return pending.result
+        try:
+            with pending.op.activate():
+                samples = self.agent.run_many([pending.sample], n=self.online.n_samples)
+        except BaseException as exc:
+            pending.end(exc)
+            raise
+        return self.finish(pending, samples)
+
+    def begin(self, query: Query, carrier: Mapping[str, Any] | None = None) -> "PendingQuery":
+        """Open the query's span (a child of `carrier`'s context, else of the current span), check, embed and
+        retrieve. The caller rolls out `pending.sample` `online.n_samples` times (draws 0..n-1 of index 0, as
+        `infer` does) with `self.agent` and hands them to `finish`. A bad query comes back finished: `sample` is
+        None and `result.error` says why."""
         started = time.monotonic()
-        with attach_context(carrier or {}), TracedOperation("online.infer", "online", {"query_id": query.id}) as op:
-            result = Result(query.id, model_version=self.version, trace_id=op.trace_id)
+        with attach_context(carrier) if carrier else nullcontext():
+            op = TracedOperation("online.infer", "online", {"query_id": query.id}).start()
+        pending = PendingQuery(Result(query.id, model_version=self.version, trace_id=op.trace_id), op, started)
+        with op.activate():
             problem = self.check(query)
             if problem is not None:
                 op.set_attribute("error", problem)
                 log.warning("query %s refused: %s", query.id, problem)
-                result.error = problem
-            else:
-                self._answer(query, result, op)
-            result.latency_s = time.monotonic() - started
-        return result
+                pending.result.error = problem
+                pending.end()
+                return pending
+            sample = Trajectory(id=query.id, question=query.question, images=query.images, video=query.video)
+            with TracedOperation("online.embed", "online"):
+                pending.embedding = self.embedder.embed(sample)
+            if len(self.buffer) >= self.online.min_buffer:
+                with TracedOperation("online.retrieve", "online", {"k": self.online.k}):
+                    found = self.buffer.search(pending.embedding, self.online.k, self.online.min_similarity)
+                pending.neighbours = [NeighbourVote(n.experience.answer, toolchain(n.experience.trajectory),
+                                                    n.similarity) for n in found]
+            pending.sample = sample
+        return pending
 
-    def _answer(self, query: Query, result: Result, op: TracedOperation) -> None:
-        sample = Trajectory(id=query.id, question=query.question, images=query.images, video=query.video)
-        with TracedOperation("online.embed", "online"):
-            embedding = self.embedder.embed(sample)
-        neighbours: list[NeighbourVote] = []
-        if len(self.buffer) >= self.online.min_buffer:
-            with TracedOperation("online.retrieve", "online", {"k": self.online.k}):
-                found = self.buffer.search(embedding, self.online.k, self.online.min_similarity)
-            neighbours = [NeighbourVote(n.experience.answer, toolchain(n.experience.trajectory), n.similarity)
-                          for n in found]
-        samples = self.agent.run_many([sample], n=self.online.n_samples)
+    def finish(self, pending: "PendingQuery", samples: list[Trajectory]) -> Result:
+        """Vote over the query's rollouts, gate, store and enqueue; close its span and return its Result."""
+        try:
+            with pending.op.activate():
+                self._conclude(pending, samples)
+        except BaseException as exc:
+            pending.end(exc)
+            raise
+        pending.end()
+        return pending.result
+
+    def _conclude(self, pending: "PendingQuery", samples: list[Trajectory]) -> None:
+        result, op, neighbours = pending.result, pending.op, pending.neighbours
         with TracedOperation("online.vote", "online", {"samples": len(samples), "neighbours": len(neighbours)}):
             decision = vote(samples, neighbours, self.online.vote)
         result.vote, result.samples, result.neighbours = decision, samples, len(neighbours)
@@ -162,13 +208,13 @@ class InferenceEngine:
         if reason is not None or winner is None:
             return
         with TracedOperation("online.store", "online"):
-            experience = Experience(query_id=query.id, trajectory=winner, answer=winner.answer or "",
+            experience = Experience(query_id=result.query_id, trajectory=winner, answer=winner.answer or "",
                                     confidence=decision.learn_confidence, votes=decision.to_dict(),
-                                    embedding=embedding, model_version=self.version, trace_id=op.trace_id)
+                                    embedding=pending.embedding, model_version=self.version, trace_id=op.trace_id)
             result.experience_id = self.buffer.add(experience)
             if self.learn:
-                result.task_id = self.queue.enqueue(result.experience_id, query.id, decision.learn_confidence,
-                                                    inject())
+                result.task_id = self.queue.enqueue(result.experience_id, result.query_id,
+                                                    decision.learn_confidence, inject())
 
     def _gate(self, decision: Vote, winner: Trajectory | None) -> str | None:
         """Why this vote must not be learned from (None: learn)."""

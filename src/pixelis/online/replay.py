@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +30,7 @@ from pixelis.online.engine import InferenceEngine, Query, Result
 from pixelis.online.replay_report import write_report
 from pixelis.online.tasks import TaskQueue
 from pixelis.online.weights import PARAMS_FILE
-from pixelis.online.worker import UPDATES_FILE, worker_command, write_spec
+from pixelis.online.worker import UPDATES_FILE, WorkerProcess, write_spec
 
 log = logging.getLogger("pixelis.online")
 
@@ -108,26 +106,6 @@ def _answers(engine: InferenceEngine, items: list[StreamItem], arm: str, cfg: Pi
         yield row
 
 
-class _Worker:
-    """The update worker subprocess of one replay."""
-
-    def __init__(self, online_dir: Path):
-        self.log = open(online_dir / "worker.stderr", "ab")
-        self.proc = subprocess.Popen(worker_command(online_dir), stdout=self.log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        """SIGTERM and wait; the exit code, with a SIGTERM that came before the worker's handler counted as 0
-        (the replay waited for every task it enqueued, so nothing is in hand then)."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=120)
-        self.log.close()
-        return 0 if code == -signal.SIGTERM else code
-
-
 @dataclass
 class _Arm:
     """One engine over the stream: `frozen` (no updates), `online` (the configured vote decides learning) or
@@ -159,7 +137,7 @@ def _run_arm(arm: _Arm, model_dir: Path, items: list[StreamItem], arm_dir: Path,
         return rows, {}, 0
     dump_config(arm.cfg, arm_dir / "config.yaml")
     write_spec(arm_dir, model_dir, arm_dir / "config.yaml", engine.embedder.dim)
-    worker = _Worker(arm_dir)
+    worker = WorkerProcess(arm_dir)
     queue = TaskQueue(arm_dir / "tasks.db")
 
     def learn(result: Result) -> None:

@@ -20,6 +20,8 @@ import copy
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -52,6 +54,27 @@ def write_spec(online_dir: Path, model_dir: str | Path, config_path: str | Path,
 def worker_command(online_dir: Path) -> list[str]:
     """The command line that starts the worker on `online_dir`."""
     return [sys.executable, "-m", "pixelis.online", str(online_dir)]
+
+
+class WorkerProcess:
+    """The update worker as a child process of the engine's owner (a replay arm, the server); its output goes to
+    ``ONLINE_DIR/worker.stderr``."""
+
+    def __init__(self, online_dir: Path):
+        self.log = open(online_dir / "worker.stderr", "ab")
+        self.proc = subprocess.Popen(worker_command(online_dir), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 120.0) -> int:
+        """SIGTERM and wait; the exit code, with a SIGTERM that came before the worker's handler counted as 0
+        (the owner waited for the tasks it cares about, and pending tasks stay queued for the next start)."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout_s)
+        self.log.close()
+        return 0 if code == -signal.SIGTERM else code
 
 
 class UpdateWorker:
