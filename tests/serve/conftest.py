@@ -45,14 +45,14 @@ class LiveServer:
             return 0, ""
 
     def post(self, body: bytes, headers=None):
-        """(status, headers, JSON body) of a raw POST to /v1/chat/completions."""
+        """(status, headers (case-insensitive), JSON body) of a raw POST to /v1/chat/completions."""
         req = urllib.request.Request(f"{self.url}/v1/chat/completions", data=body, method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=300) as r:
-                return r.status, dict(r.headers), json.loads(r.read())
+                return r.status, r.headers, json.loads(r.read())
         except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), json.loads(err.read())
+            return err.code, err.headers, json.loads(err.read())
 
     def log(self) -> str:
         return (self.run_dir.parent / "serve.out").read_text(errors="replace")

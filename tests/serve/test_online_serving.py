@@ -1,0 +1,44 @@
+"""`pixelis serve --online`: traffic is learned from while serving; versions rise; SIGTERM drains the updates."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pixelis.core.trajectory import read_jsonl
+from pixelis.online.tasks import TaskQueue
+
+from conftest import SERVE_SETTINGS, start_server, user_message
+
+ONLINE = {**SERVE_SETTINGS, "online.n_samples": 3, "online.temperature": 0.5, "online.min_buffer": 2,
+          "online.confidence_gate": 0.4, "online.embedder": "pixels"}
+
+
+def metric(server, name):
+    _, text = server.get("/metrics")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_online_server_learns_from_traffic_and_serves_rising_versions(tmp_path, online_model_dir,
+                                                                      attribute_suite_dir):
+    server = start_server(tmp_path, online_model_dir, ONLINE, "--online")
+    samples = read_jsonl(attribute_suite_dir / "train.jsonl")
+    client = server.client()
+
+    def ask(sample):
+        return client.chat.completions.create(model=server.model, messages=user_message(
+            sample.question, *sample.images), seed=1).model_extra["pixelis"]
+
+    with ThreadPoolExecutor(3) as pool:
+        first = list(pool.map(ask, samples))
+    assert all(ext["online"] is not None and ext["rollouts"] == 3 for ext in first)
+    assert any(ext["online"]["learned"] for ext in first), [ext["confidence"] for ext in first]
+    deadline = time.monotonic() + 240
+    while metric(server, 'pixelis_online_updates{status="accepted"}') < 1:
+        assert time.monotonic() < deadline and server.get("/health")[0] == 200, server.log()[-3000:]
+        time.sleep(0.5)
+    later = [ask(s) for s in samples[:2]]
+    assert max(ext["model_version"] for ext in later) >= 1 > min(ext["model_version"] for ext in first)
+    assert metric(server, "pixelis_model_version") >= 1 and metric(server, "pixelis_buffer_experiences") >= 1
+    assert server.stop() == 0, server.log()[-3000:]
+    counts = TaskQueue(server.run_dir / "online" / "tasks.db").counts()
+    assert counts["pending"] == 0 and counts["accepted"] >= 1  # SIGTERM drained the update queue
+    assert "update worker stopped (exit 0)" in server.log()
