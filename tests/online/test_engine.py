@@ -14,7 +14,7 @@ from pixelis.model.load import load_policy
 from pixelis.online.engine import InferenceEngine, Query
 from pixelis.online.tasks import TaskQueue
 
-from conftest import online_config
+from online_settings import online_config
 
 
 class SpyPolicy(ModelPolicy):

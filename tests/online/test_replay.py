@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from pixelis.cli import app
 
-from conftest import online_overrides
+from online_settings import online_overrides
 
 BIN = Path(sys.executable).parent
 

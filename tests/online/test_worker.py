@@ -22,7 +22,7 @@ from pixelis.online.tasks import TaskQueue
 from pixelis.online.weights import WeightStore
 from pixelis.online.worker import UPDATES_FILE, worker_command, write_spec
 
-from conftest import online_config
+from online_settings import online_config
 
 EMBEDDER = {"online.embedder": "pixels"}
 
@@ -158,6 +158,8 @@ def test_sigkill_mid_update_loses_no_task_and_serves_no_partial_version(
             params, ema, meta = store.load(store.current())
             assert params and ema and meta["version"] == store.current()
     proc = _start(killed, online_model_dir, cfg, 256)
+    while proc.poll() is None and starts() == 4:  # the kills may have left nothing to do: let it start first,
+        time.sleep(0.05)  # so the SIGTERM below meets the worker's handler and not interpreter start-up
     queue = _wait_all_finished(killed, proc)
     _stop(proc)
     finished = queue.finished()

@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import start_server, user_message
+from serve_helpers import start_server, user_message
 
 KEY = "sk-test-pixelis"
 QUICK = {"model.device": "cpu", "agent.max_turns": 1, "agent.max_new_tokens": 8, "agent.tool_prompt": "compact",

@@ -1,12 +1,16 @@
 """`pixelis serve --online`: traffic is learned from while serving; versions rise; SIGTERM drains the updates."""
 
+import json
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from pixelis.core.trajectory import read_jsonl
 from pixelis.online.tasks import TaskQueue
 
-from conftest import SERVE_SETTINGS, start_server, user_message
+from serve_helpers import SERVE_SETTINGS, start_server, user_message
 
 ONLINE = {**SERVE_SETTINGS, "online.n_samples": 3, "online.temperature": 0.5, "online.min_buffer": 2,
           "online.confidence_gate": 0.4, "online.embedder": "pixels"}
@@ -42,3 +46,23 @@ def test_online_server_learns_from_traffic_and_serves_rising_versions(tmp_path, 
     counts = TaskQueue(server.run_dir / "online" / "tasks.db").counts()
     assert counts["pending"] == 0 and counts["accepted"] >= 1  # SIGTERM drained the update queue
     assert "update worker stopped (exit 0)" in server.log()
+
+
+def test_health_is_503_when_the_update_worker_dies(tmp_path, online_model_dir):
+    server = start_server(tmp_path, online_model_dir, ONLINE, "--online")
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == server.proc.pid]
+    assert len(children) == 1  # the update worker
+    os.kill(children[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while server.get("/health")[0] != 503:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert json.loads(server.get("/health")[1])["status"] == "worker_dead"
+    assert server.stop() == 0
+
+
+def _parent(proc_dir):
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -10,7 +10,7 @@ from PIL import Image
 from pixelis.core.config import load_config
 from pixelis.core.trajectory import read_jsonl
 
-from conftest import SERVE_SETTINGS, user_message
+from serve_helpers import SERVE_SETTINGS, user_message
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
