@@ -13,7 +13,11 @@ from pixelis.online.tasks import TaskQueue
 from serve_helpers import SERVE_SETTINGS, start_server, user_message
 
 ONLINE = {**SERVE_SETTINGS, "online.n_samples": 3, "online.temperature": 0.5, "online.min_buffer": 2,
-          "online.confidence_gate": 0.4, "online.embedder": "pixels"}
+          "online.confidence_gate": 0.4, "online.embedder": "pixels", "tracing.exporter": "jsonl"}
+
+
+def _spans(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def metric(server, name):
@@ -46,6 +50,24 @@ def test_online_server_learns_from_traffic_and_serves_rising_versions(tmp_path, 
     counts = TaskQueue(server.run_dir / "online" / "tasks.db").counts()
     assert counts["pending"] == 0 and counts["accepted"] >= 1  # SIGTERM drained the update queue
     assert "update worker stopped (exit 0)" in server.log()
+    # one trace per request, from the HTTP request through the rollouts and tools to the worker's update
+    spans = _spans(server.run_dir / "traces.jsonl")
+    learned = next(ext for ext in first if ext["online"]["learned"])
+    by_id = {s["span_id"]: s for s in spans}
+    trace = {i: s for i, s in by_id.items() if s["trace_id"] == learned["trace_id"]}
+    root = next(s for s in trace.values() if s["name"] == "serve.request")
+
+    def ancestors(span):
+        while span["parent_span_id"] in by_id:
+            span = by_id[span["parent_span_id"]]
+            yield span["name"]
+    infer = next(s for s in trace.values() if s["name"] == "online.infer")
+    assert list(ancestors(infer)) == ["serve.request"] and root["parent_span_id"] is None
+    runs = [s for s in trace.values() if s["name"] == "agent.run"]
+    assert len(runs) == 3 and all(list(ancestors(r)) == ["online.infer", "serve.request"] for r in runs)
+    assert any(s["name"].startswith("tool.") and {"agent.run", "serve.request"} <= set(ancestors(s)) for s in spans)
+    updates = [s for s in _spans(server.run_dir / "online" / "worker" / "traces.jsonl") if s["name"] == "online.update"]
+    assert learned["trace_id"] in {s["trace_id"] for s in updates}
 
 
 def test_health_is_503_when_the_update_worker_dies(tmp_path, online_model_dir):

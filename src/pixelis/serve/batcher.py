@@ -209,16 +209,18 @@ class Batcher:
             return
         req = job.request
         sample = Trajectory(id=job.sample_id, question=req.question, images=req.images)
-        with job.op.activate():
-            if self.engine is not None:
+        parent = job.op
+        if self.engine is not None:
+            with job.op.activate():
                 job.pending = self.engine.begin(Query(job.sample_id, req.question, req.images))
-                if job.pending.sample is None:
-                    job.emit("error", ApiError(400, job.pending.result.error or "the query was refused", "messages"))
-                    return
-                sample = job.pending.sample
-                draws, sampling = self.cfg.online.n_samples, None  # the engine's agent samples for voting
-            else:
-                draws, sampling = req.n, req.sampling
+            if job.pending.sample is None:
+                job.emit("error", ApiError(400, job.pending.result.error or "the query was refused", "messages"))
+                return
+            sample, parent = job.pending.sample, job.pending.op  # rollouts nest under online.infer, as in infer()
+            draws, sampling = self.cfg.online.n_samples, None  # the engine's agent samples for voting
+        else:
+            draws, sampling = req.n, req.sampling
+        with parent.activate():
             for draw in range(draws):
                 ticket = batch.submit(sample, 0, draw, sampling=sampling, max_new_tokens=req.max_tokens)
                 job.tickets[ticket] = draw
