@@ -1,5 +1,6 @@
 """The live server through the official `openai` client: answers, choices, streaming, errors, tracing, metrics."""
 
+import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -95,8 +96,7 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(plain_server, att
         client.chat.completions.create(model="gpt-9", messages=user_message("q", attribute_samples[0].images[0]))
     status, _, err = plain_server.post(b'{"model": "x", "messages": [')
     assert status == 400 and err["error"]["code"] == "invalid_json" and "line 1" in err["error"]["message"]
-    big = json.dumps({"model": plain_server.model, "messages": [], "pad": "x" * 2_100_000}).encode()
-    status, _, err = plain_server.post(big)
+    status, err = _announce_big_body(plain_server.url, 2_100_000)
     assert status == 413 and err["error"]["code"] == "body_too_large"
     huge = Image.new("RGB", (2100, 2000), (5, 5, 5))  # 4.2 Mpx, over serve.max_image_pixels, tiny as PNG
     body = json.dumps({"model": plain_server.model, "messages": user_message("q", huge)}).encode()
@@ -109,6 +109,23 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(plain_server, att
     assert status == 404 and json.loads(text)["error"]["message"]
     assert plain_server.get("/health")[0] == 200
     assert ask(plain_server, attribute_samples[0], temperature=0).choices
+
+
+def _announce_big_body(url, size):
+    """Announce a body over serve.max_body_bytes, send only its start, and read the answer: the server refuses
+    it from Content-Length without waiting for the rest (sending all of it could meet a closed socket)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.putrequest("POST", "/v1/chat/completions")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    conn.send(b'{"model": "x", "pad": "' + b"x" * 1000)
+    response = conn.getresponse()
+    try:
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
 
 
 def test_metrics_count_requests_tools_batches_and_latency(plain_server, attribute_samples):
