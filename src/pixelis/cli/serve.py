@@ -38,11 +38,10 @@ def serve(
     buffer, task queue, weight versions and the worker's log under RUN/online/.
     """
     from pixelis.model.load import checkpoint_dir
-    from pixelis.serve.server import check_binding, run_server
+    from pixelis.serve.server import run_server
 
     checkpoint = checkpoint_dir(model)  # a wrong --model fails before anything starts
     flags = [f"serve.{key}={value}" for key, value in (("host", host), ("port", port)) if value is not None]
     run = start_run("serve", out, config, [*(overrides or []), *flags], seed, deterministic, log_level, log_format,
                     overwrite=overwrite)
-    check_binding(run.cfg.serve.host, api_key)
     run_server(run.cfg, checkpoint, run.out_dir, online=online, api_key=api_key)

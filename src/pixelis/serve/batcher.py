@@ -208,7 +208,6 @@ class Batcher:
         if job.cancelled.is_set():
             return
         req = job.request
-        sample = Trajectory(id=job.sample_id, question=req.question, images=req.images)
         parent = job.op
         if self.engine is not None:
             with job.op.activate():
@@ -219,6 +218,7 @@ class Batcher:
             sample, parent = job.pending.sample, job.pending.op  # rollouts nest under online.infer, as in infer()
             draws, sampling = self.cfg.online.n_samples, None  # the engine's agent samples for voting
         else:
+            sample = Trajectory(id=job.sample_id, question=req.question, images=req.images)
             draws, sampling = req.n, req.sampling
         with parent.activate():
             for draw in range(draws):
