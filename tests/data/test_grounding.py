@@ -88,3 +88,21 @@ def test_simple_tier_objects_are_large():
     big = [s for s in (grounding_sample(0, "train", i) for i in range(60))
            if max(s.box[2] - s.box[0], s.box[3] - s.box[1]) >= 110]
     assert big and all(s.size_bin == "large" for s in big)
+
+
+def test_regions_are_every_drawn_thing_and_scenes_can_hold_one_object():
+    """`regions` lists each object's box (and the label's) with the asked-about box among them; `objects` bounds
+    the scene (one-object scenes for the first pre-training steps)."""
+    counts = set()
+    for index in range(16):
+        sample = grounding_sample(2, "train", index)
+        assert sample.box in sample.regions and len(sample.regions) == len({tuple(r) for r in sample.regions})
+        counts.add(len(sample.regions) - (sample.task == "label"))
+        single = grounding_sample(2, "train", index, objects=(1, 1))
+        assert len(single.regions) == 1 + (single.task == "label")
+        pixels = np.asarray(single.image, dtype=np.int16)
+        x1, y1, x2, y2 = to_pixels_box(single.regions[0], *single.image.size)
+        inside = pixels[y1:y2, x1:x2].std(axis=(0, 1)).mean()
+        outside = pixels[: max(1, y1), :].std(axis=(0, 1)).mean() if y1 > 8 else pixels[y2:, :].std(axis=(0, 1)).mean()
+        assert inside > outside, f"{single.id}: the one object is drawn inside its region"
+    assert max(counts) > 1, "the default scenes hold several objects"

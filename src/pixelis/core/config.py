@@ -210,6 +210,12 @@ class PretrainConfig(_Section):
         default_factory=lambda: {"box": 1.0, "point": 1.0, "color": 0.5, "shape": 0.5, "label": 0.25},
         description="Sampling weights of the grounding tasks (box, point, color, shape, label).")
     aux_weight: float = Field(1.0, ge=0.0, description="Weight of the aux box head's loss on the calls (0: no head).")
+    region_weight: float = Field(1.0, ge=0.0, description="Weight of the region loss: each visual token predicts "
+                                 "the share of it the scene's objects cover (0: off).")
+    pointer_weight: float = Field(1.0, ge=0.0, description="Weight of the pointer loss: a query from the token "
+                                  "before the response picks the asked-about object's visual tokens (0: off).")
+    single_object_steps: int = Field(0, ge=0, description="First steps whose scenes hold one object: localising "
+                                     "before searching (held-out scenes always hold 1-6).")
     heldout_samples: int = Field(400, ge=1, description="Held-out samples (unseen images) scored at each evaluation.")
     eval_interval: int = Field(1000, ge=1, description="Steps between held-out evaluations (and the last step).")
     save_interval: int = Field(1000, ge=1, description="Steps between checkpoints (and the last step).")

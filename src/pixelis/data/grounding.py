@@ -45,6 +45,7 @@ class GroundingSample:
     task: str
     question: str
     box: list[int]  # the asked-about object's (or label's) box on the 0-1000 grid
+    regions: list[list[int]]  # the boxes of everything drawn (every object, and the label) on the 0-1000 grid
     answer: str | None = None  # the expected <answer> text (color / shape / label tasks)
     call: ToolCall | None = None  # the expected tool call (box / point tasks)
 
@@ -69,9 +70,10 @@ def _task(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def _scene(rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int], list[render.Shape]]:
+def _scene(rng: np.random.Generator, objects: tuple[int, int]) -> tuple[Image.Image, tuple[int, int],
+                                                                      list[render.Shape]]:
     canvas = CANVASES[int(rng.integers(len(CANVASES)))]
-    n = int(rng.integers(OBJECTS[0], OBJECTS[1] + 1))
+    n = int(rng.integers(objects[0], objects[1] + 1))
     specs = [(kind, color, int(rng.integers(OBJECT_PX[0], OBJECT_PX[1] + 1)))
              for color, kind in render.distinct_pairs(rng, n)]
     for _ in range(20):
@@ -99,8 +101,10 @@ def _label(rng: np.random.Generator, img: Image.Image, canvas: tuple[int, int],
     return text, box
 
 
-def grounding_sample(seed: int, stream: str, index: int, weights: dict[str, float] | None = None) -> GroundingSample:
-    """Sample `index` of `stream` (`train` or `heldout`) for `seed`; the same arguments give the same pixels."""
+def grounding_sample(seed: int, stream: str, index: int, weights: dict[str, float] | None = None,
+                     objects: tuple[int, int] = OBJECTS) -> GroundingSample:
+    """Sample `index` of `stream` (`train` or `heldout`) for `seed`, with `objects` (min, max) shapes in the
+    scene; the same arguments give the same pixels."""
     if stream not in STREAMS:
         raise ValueError(f"unknown grounding stream {stream!r}; choose one of {', '.join(STREAMS)}")
     weights = weights or {t: 1.0 for t in TASKS}
@@ -108,25 +112,27 @@ def grounding_sample(seed: int, stream: str, index: int, weights: dict[str, floa
     for attempt in range(10):
         rng = sample_rng(seed, "grounding", stream, index, attempt)
         task = _task(rng, weights)
-        img, canvas, shapes = _scene(rng)
+        img, canvas, shapes = _scene(rng, objects)
+        regions = [render.to_grid_box(s.box, canvas) for s in shapes]
         if task == "label":
             try:
                 text, box = _label(rng, img, canvas, shapes)
             except render.PlacementError:
                 continue  # no room for the label: redraw
-            return GroundingSample(sample_id, img, task, "What does the large label say?",
-                                   render.to_grid_box(box, canvas), answer=text)
+            label_box = render.to_grid_box(box, canvas)
+            return GroundingSample(sample_id, img, task, "What does the large label say?", label_box,
+                                   regions + [label_box], answer=text)
         target = shapes[int(rng.integers(len(shapes)))]
         box = render.to_grid_box(target.box, canvas)
         if task == "box":
-            return GroundingSample(sample_id, img, task, f"Zoom in on the {target.name}.", box,
+            return GroundingSample(sample_id, img, task, f"Zoom in on the {target.name}.", box, regions,
                                    call=ToolCall("zoom_in", {"image": 0, "bbox": box}))
         point = render.to_grid_point(target.interior_point, canvas)
         if task == "point":
-            return GroundingSample(sample_id, img, task, f"Point at the {target.name}.", box,
+            return GroundingSample(sample_id, img, task, f"Point at the {target.name}.", box, regions,
                                    call=ToolCall("get_properties", {"image": 0, "point": point}))
         answer = target.color if task == "color" else target.kind
         noun = "colour" if task == "color" else "shape"
         return GroundingSample(sample_id, img, task, f"What {noun} is the object at [{point[0]}, {point[1]}]?", box,
-                               answer=answer)
+                               regions, answer=answer)
     raise RuntimeError(f"grounding sample {stream}/{index} (seed {seed}): no label placement in 10 draws")

@@ -17,6 +17,7 @@ from torch import nn
 
 from pixelis.core.trajectory import Trajectory
 from pixelis.model.chat import MODEL_INPUT_KEYS
+from pixelis.train.region import RegionTerm
 
 
 def masked_imitation_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -107,11 +108,12 @@ def aux_argument_loss(head: ArgumentHead, hidden_states: torch.Tensor, aux: AuxB
 
 def batch_losses(model: nn.Module, head: ArgumentHead | None, batch: dict[str, Any],
                  targets: list[list[list[float] | None]] | None, aux_weight: float,
-                 device: torch.device) -> dict[str, torch.Tensor]:
+                 device: torch.device, region: RegionTerm | None = None) -> dict[str, torch.Tensor]:
     """`loss_lm` (masked imitation) of a collated batch, plus `loss_aux` when a head and the per-sample call
-    targets are given; `loss` is `loss_lm + aux_weight * loss_aux`."""
+    targets are given, and `loss_region` and `loss_pointer` when a `region` term is (pre-training);
+    `loss` is `loss_lm + aux_weight * loss_aux` plus the region term's weighted losses."""
     inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
-    out = model(**inputs, output_hidden_states=head is not None)
+    out = model(**inputs, output_hidden_states=head is not None or region is not None)
     lm = masked_imitation_loss(out.logits, inputs["input_ids"], batch["weights"].to(device))
     losses = {"loss_lm": lm}
     total = lm
@@ -119,5 +121,9 @@ def batch_losses(model: nn.Module, head: ArgumentHead | None, batch: dict[str, A
         aux = aux_argument_loss(head, out.hidden_states[-1], AuxBatch.build(batch["call_token_positions"], targets))
         losses["loss_aux"] = aux
         total = lm + aux_weight * aux
+    if region is not None:
+        terms = region.losses(out.hidden_states, inputs["input_ids"], inputs["image_grid_thw"], batch["weights"])
+        losses.update(loss_region=terms["loss_region"], loss_pointer=terms["loss_pointer"])
+        total = total + terms["loss"]
     losses["loss"] = total
     return losses

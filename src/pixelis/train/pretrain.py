@@ -4,7 +4,11 @@ A real Qwen3-VL arrives pre-trained on grounding; the tiny model arrives blind. 
 on generated grounding tasks (`pixelis.data.grounding`: boxes, points, colours, shapes, large labels), in the
 agent's own text forms, so SFT starts from a policy that can see. Every step draws fresh samples from the
 seeded `train` stream (sample index = step x batch), so a run sees `max_steps x batch_size` distinct images
-and resumes exactly without any sampler state. Every `pretrain.eval_interval` steps the policy answers the
+and resumes exactly without any sampler state. Besides the answer text (and the aux box head on the calls), two
+dense losses on the visual tokens' hidden states teach where things are (`pixelis.train.region`): each token's
+covered share (`pretrain.region_weight`) and a pointer from the question to the asked-about object's tokens
+(`pretrain.pointer_weight`); the first `pretrain.single_object_steps` steps show one object per scene, so the
+model learns to localise before it must also search. Every `pretrain.eval_interval` steps the policy answers the
 fixed held-out stream (images never seen in training) by greedy generation, scored per task and object size.
 """
 
@@ -27,10 +31,11 @@ from pixelis.core.tracing import TracedOperation
 from pixelis.eval.grounding import evaluate_grounding
 from pixelis.train.sft_batch import collate_sft, render_sft_sample
 from pixelis.model.load import load_policy, resolve_device
-from pixelis.data.grounding import grounding_sample
+from pixelis.data.grounding import OBJECTS, grounding_sample
 from pixelis.train.checkpoint import (config_changes, load_checkpoint, read_state, save_checkpoint, save_model_dir,
                                       weights_hash)
 from pixelis.train.loss import ArgumentHead, batch_losses, call_targets
+from pixelis.train.region import RegionHead, RegionTerm
 from pixelis.train.run_setup import ensure_manifest, step_progress
 from pixelis.train.sft import lr_at
 
@@ -63,19 +68,31 @@ class PretrainRecipe:
         self.model, self.processor = load_policy(model_dir, dtype=cfg.model.dtype, device=str(self.accelerator.device))
         hidden = self.model.config.get_text_config().hidden_size
         self.head = ArgumentHead(hidden) if cfg.pretrain.aux_weight > 0 else None
-        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
+        uses_region = cfg.pretrain.region_weight > 0 or cfg.pretrain.pointer_weight > 0
+        self.region_head = RegionHead(hidden) if uses_region else None
+        heads = [h for h in (self.head, self.region_head) if h is not None]
+        params = list(self.model.parameters()) + [p for h in heads for p in h.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.pretrain.learning_rate,
                                            weight_decay=cfg.pretrain.weight_decay,
                                            fused=self.accelerator.device.type in ("cpu", "cuda"))
-        prepared = self.accelerator.prepare(self.model, self.optimizer, *([self.head] if self.head is not None else []))
-        self.model, self.optimizer = prepared[:2]
-        self.head = prepared[2] if self.head is not None else None
+        self.model, self.optimizer, *heads = self.accelerator.prepare(self.model, self.optimizer, *heads)
+        if self.head is not None:
+            self.head = heads.pop(0)
+        if self.region_head is not None:
+            self.region_head = heads.pop(0)
+        self.image_token_id = self.accelerator.unwrap_model(self.model).config.image_token_id
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.step = 0
         self.history: list[dict[str, Any]] = []
 
     def _unwrapped_head(self) -> ArgumentHead | None:
         return None if self.head is None else self.accelerator.unwrap_model(self.head)
+
+    def _region_extras(self) -> dict[str, Any] | None:
+        """The region head's weights, for checkpoints (the final model does not keep the head)."""
+        if self.region_head is None:
+            return None
+        return {"region_head": self.accelerator.unwrap_model(self.region_head).state_dict()}
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -92,11 +109,16 @@ class PretrainRecipe:
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        trajectories = [grounding_sample(self.cfg.reproducibility.seed, "train", i, cfg.task_weights).trajectory()
-                        for i in self.batch_indices(self.step)]
+        objects = (1, 1) if self.step < cfg.single_object_steps else OBJECTS
+        samples = [grounding_sample(self.cfg.reproducibility.seed, "train", i, cfg.task_weights, objects)
+                   for i in self.batch_indices(self.step)]
+        trajectories = [s.trajectory() for s in samples]
         batch = collate_sft([render_sft_sample(self.processor, t) for t in trajectories], self.pad_id)
+        region = None if self.region_head is None else RegionTerm(
+            self.region_head, cfg.region_weight, cfg.pointer_weight, [s.regions for s in samples],
+            [s.box for s in samples], self.image_token_id, self.processor.image_processor.merge_size)
         losses = batch_losses(self.model, self.head, batch, [call_targets(t) for t in trajectories], cfg.aux_weight,
-                              self.accelerator.device)
+                              self.accelerator.device, region)
         self.accelerator.backward(losses["loss"])
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -126,7 +148,7 @@ class PretrainRecipe:
                  "config": self.cfg.model_dump(mode="json")}
         return save_checkpoint(self.accelerator, self.out_dir, self.step,
                                model=self.accelerator.unwrap_model(self.model), head=self._unwrapped_head(),
-                               optimizer=self.optimizer, rank_state={}, state=state)
+                               optimizer=self.optimizer, rank_state={}, state=state, extras=self._region_extras())
 
     def load(self, path: Path) -> None:
         """Continue from a pre-training checkpoint (an SFT checkpoint is refused)."""
@@ -140,6 +162,10 @@ class PretrainRecipe:
         state = load_checkpoint(path, model=self.accelerator.unwrap_model(self.model), head=self._unwrapped_head(),
                                 optimizer=self.optimizer, rank=self.accelerator.process_index,
                                 world_size=self.accelerator.num_processes)
+        if self.region_head is not None:
+            if not (state["extras"] or {}).get("region_head"):
+                raise CheckpointError(f"--resume {path}: the checkpoint has no region head state")
+            self.accelerator.unwrap_model(self.region_head).load_state_dict(state["extras"]["region_head"])
         self.step, self.history = state["step"], state["history"]
         log.info("resumed from %s at step %d", path, self.step)
 
