@@ -56,6 +56,18 @@ def test_summary_rates_per_task_and_object_size():
     assert "| box_iou50 | 100.0% |" in table and "| samples | 40 |" in table
 
 
+def test_one_object_scenes_are_reported_apart_from_searches():
+    """Right only where the scene holds one object: the `one object` column is 100%, `several objects` 0%."""
+    samples = heldout_samples(60, {"box": 1.0})
+    records = [score_response(s, _call("zoom_in", bbox=s.box if s.scene_bin == "one object" else [0, 0, 1, 1]))
+               for s in samples]
+    scenes = summarize(records)["by_scene"]
+    assert scenes["one object"]["box_iou50"] == 1.0 and scenes["several objects"]["box_iou50"] == 0.0
+    assert scenes["one object"]["n"] + scenes["several objects"]["n"] == 60 and scenes["one object"]["n"] >= 3
+    header = grounding_table(summarize(records))[0]
+    assert header.endswith("| one object | several objects |")
+
+
 def test_the_heldout_set_does_not_depend_on_the_run():
     assert [s.id for s in heldout_samples(5)] == [f"grounding-heldout-{i:07d}" for i in range(5)]
     assert heldout_samples(3)[2].image.tobytes() == heldout_samples(3)[2].image.tobytes()

@@ -34,6 +34,7 @@ OBJECTS = (1, 6)  # objects per scene (inclusive); one-object scenes need no sea
 # Object size bins by the longer side on the 0-1000 grid; the simple tier's objects (40-72 px on 256-384 px
 # canvases) are all `large`.
 SIZE_BINS = (("small", 0), ("medium", 60), ("large", 110))
+SCENE_BINS = ("one object", "several objects")  # localising alone, or searching too
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class GroundingSample:
         """`small`, `medium` or `large`: the object's longer side on the 0-1000 grid."""
         side = max(self.box[2] - self.box[0], self.box[3] - self.box[1])
         return [name for name, low in SIZE_BINS if side >= low][-1]
+
+    @property
+    def scene_bin(self) -> str:
+        """`one object` or `several objects` in the scene (the label is not an object): localising alone, or
+        searching too."""
+        objects = len(self.regions) - (self.task == "label")
+        return SCENE_BINS[0] if objects == 1 else SCENE_BINS[1]
 
     def trajectory(self, with_response: bool = True) -> Trajectory:
         """The sample as a one-turn trajectory (the expected call, or the answer); without the response it is

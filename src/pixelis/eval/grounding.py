@@ -16,7 +16,7 @@ import torch
 from pixelis.agent.loop import GenerationRequest, SamplingParams
 from pixelis.agent.policies import ModelPolicy
 from pixelis.core.trajectory import ParseError, parse_assistant_text, to_messages
-from pixelis.data.grounding import SIZE_BINS, GroundingSample, grounding_sample
+from pixelis.data.grounding import SCENE_BINS, SIZE_BINS, GroundingSample, grounding_sample
 from pixelis.eval.scoring import box_iou, normalize_answer
 
 HELDOUT_SEED = 0
@@ -33,7 +33,8 @@ def heldout_samples(n: int, weights: dict[str, float] | None = None) -> list[Gro
 
 def score_response(sample: GroundingSample, text: str) -> dict[str, Any]:
     """One scored held-out answer: whether it parses (`valid`), and whether it is right (`correct`)."""
-    record: dict[str, Any] = {"id": sample.id, "task": sample.task, "size": sample.size_bin, "box": sample.box,
+    record: dict[str, Any] = {"id": sample.id, "task": sample.task, "size": sample.size_bin,
+                              "scene": sample.scene_bin, "box": sample.box,
                               "text": text, "valid": False, "correct": False}
     try:
         turn = parse_assistant_text(text)
@@ -68,9 +69,12 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         return out
 
     by_size: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_scene: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_size[r["size"]].append(r)
-    return {**rates(records), "by_size": {name: rates(by_size[name]) for name, _ in SIZE_BINS if by_size[name]}}
+        by_scene[r["scene"]].append(r)
+    return {**rates(records), "by_size": {name: rates(by_size[name]) for name, _ in SIZE_BINS if by_size[name]},
+            "by_scene": {name: rates(by_scene[name]) for name in SCENE_BINS if by_scene[name]}}
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -99,15 +103,20 @@ def evaluate_grounding(model: Any, processor: Any, n: int, weights: dict[str, fl
 
 
 def grounding_table(metrics: dict[str, Any]) -> list[str]:
-    """Markdown table of held-out metrics: one row per metric, one column per object size, plus all."""
-    sizes = list(metrics.get("by_size", {}))
-    lines = ["| held-out metric | all | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    """Markdown table of held-out metrics: one row per metric; columns: all, each object size, then one-object
+    and several-object scenes."""
+    groups = [metrics]
+    names = ["all"]
+    for split in ("by_size", "by_scene"):
+        for name, cell in metrics.get(split, {}).items():
+            groups.append(cell)
+            names.append(name)
+    lines = ["| held-out metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for name in ("box_iou50", "point_in_box", "attribute_accuracy", "label_accuracy", "box_iou_mean", "valid"):
-        cells = [metrics.get(name)] + [metrics["by_size"][s].get(name) for s in sizes]
+        cells = [group.get(name) for group in groups]
         shown = ["–" if v is None else (f"{v:.2f}" if name == "box_iou_mean" else f"{v:.1%}") for v in cells]
         lines.append(f"| {name} | " + " | ".join(shown) + " |")
-    counts = [str(metrics.get("n", 0))] + [str(metrics["by_size"][s]["n"]) for s in sizes]
-    lines.append("| samples | " + " | ".join(counts) + " |")
+    lines.append("| samples | " + " | ".join(str(group.get("n", 0)) for group in groups) + " |")
     return lines
 
 
