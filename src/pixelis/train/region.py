@@ -1,11 +1,17 @@
-"""The region loss of grounding pre-training: every visual token learns how much of it the scene's objects cover.
+"""The region losses of grounding pre-training: dense signals on the visual tokens about where things are.
 
 A tiny model trained only on the answer text learns to localise very slowly: the digits of a box are a handful
 of tokens per image, and the model must discover, through them alone, both which visual tokens hold an object
-and how to read their position. The region loss gives that first half a dense signal: a linear head on the
-language model's hidden state of each visual token (at the middle layer) predicts the share of the token's
-cell that the objects cover, with a binary cross-entropy against the true coverage. The head is used only while
-pre-training; it is saved in checkpoints (to resume exactly), not with the final model.
+and how to read their position. Two losses on the language model's hidden states of the visual tokens (at the
+middle layer) give the first half a direct signal:
+
+- coverage: a linear head predicts the share of each token's cell that the scene's objects cover (binary
+  cross-entropy against the true coverage; question-independent, as the image comes before the question);
+- pointer: a query from the last token before the response scores every visual token, trained with
+  cross-entropy towards the asked-about object's tokens (the selection the answer's attention has to make).
+
+The head is used only while pre-training; it is saved in checkpoints (to resume exactly), not with the final
+model.
 
 Visual tokens follow Qwen-VL's layout: an image of (t, h, w) patches gives (h / m) x (w / m) tokens for merge
 size m, in row-major order, each covering one cell of the image's 0-1000 grid.
