@@ -20,7 +20,7 @@ import torch
 from pixelis.agent.prompt import ToolPrompt
 from pixelis.core.config import OnlineConfig
 from pixelis.core.trajectory import Trajectory
-from pixelis.model.chat import MODEL_INPUT_KEYS
+from pixelis.model.chat import model_inputs
 from pixelis.online.weights import load_trainable, trainable_state
 from pixelis.train.loss import masked_imitation_loss
 from pixelis.train.sft_batch import collate_sft, render_sft_sample
@@ -69,7 +69,7 @@ class OnlineUpdater:
         return collate_sft(samples, self.pad_id, self.action_weight)
 
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: batch[k].to(self.device) for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
+        return model_inputs(batch, self.device)
 
     def probe_kl(self, probes: Sequence[Trajectory]) -> float:
         """The corridor's measure: mean token KL(policy || EMA) over the probes' assistant tokens."""

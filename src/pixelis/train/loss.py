@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelis.core.trajectory import Trajectory
-from pixelis.model.chat import MODEL_INPUT_KEYS
+from pixelis.model.chat import model_inputs
 from pixelis.train.region import RegionTerm
 
 
@@ -112,7 +112,7 @@ def batch_losses(model: nn.Module, head: ArgumentHead | None, batch: dict[str, A
     """`loss_lm` (masked imitation) of a collated batch, plus `loss_aux` when a head and the per-sample call
     targets are given, and `loss_region` and `loss_pointer` when a `region` term is (pre-training);
     `loss` is `loss_lm + aux_weight * loss_aux` plus the region term's weighted losses."""
-    inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k != "labels" and batch.get(k) is not None}
+    inputs = model_inputs(batch, device)
     out = model(**inputs, output_hidden_states=head is not None or region is not None)
     lm = masked_imitation_loss(out.logits, inputs["input_ids"], batch["weights"].to(device))
     losses = {"loss_lm": lm}

@@ -18,7 +18,7 @@ from torch import nn
 from pixelis.agent.policies import vision_token_ids
 from pixelis.core.errors import TrainingError
 from pixelis.core.trajectory import Trajectory
-from pixelis.model.chat import build_generation_batch
+from pixelis.model.chat import build_generation_batch, model_inputs
 
 
 class TokenMismatchError(TrainingError):
@@ -116,8 +116,10 @@ def policy_pass(model: nn.Module, batch: TurnBatch, temperature: float, device: 
     actions: list[list[torch.Tensor]] = [[] for _ in range(rollouts)]
     if not batch.owners:
         return PolicyPass(logprobs, [torch.zeros(1, 0)] * rollouts, [torch.zeros(0, 0)] * rollouts)
-    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
-    out = model(**inputs, output_hidden_states=embeddings)
+    inputs = model_inputs(batch.inputs, device)
+    first = min(batch.prompt_lengths) - 1  # the first position that predicts a sampled token
+    keep = inputs["input_ids"].shape[1] - first  # no vocab-wide logits for the prompt positions before it
+    out = model(**inputs, output_hidden_states=embeddings, logits_to_keep=keep)
     logits = out.logits.float()
     if batch.suppressed:  # the distribution the policy sampled from (see `RowSeededSampler`)
         logits = logits.index_fill(2, torch.tensor(batch.suppressed, device=logits.device), float("-inf"))
@@ -126,7 +128,7 @@ def policy_pass(model: nn.Module, batch: TurnBatch, temperature: float, device: 
     scatter_rows, scatter_cols, values, entropies = [], [], [], []
     for row, ((b, offset), prompt_len, ids) in enumerate(zip(batch.owners, batch.prompt_lengths,
                                                              batch.completion_ids)):
-        span = slice(prompt_len - 1, prompt_len - 1 + len(ids))  # position p predicts token p + 1
+        span = slice(prompt_len - 1 - first, prompt_len - 1 - first + len(ids))  # position p predicts token p + 1
         target = torch.tensor(ids, device=device)
         logp = logits[row, span].log_softmax(dim=-1)
         values.append(logp.gather(1, target[:, None])[:, 0])
