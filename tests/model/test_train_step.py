@@ -3,7 +3,7 @@
 import torch
 
 from pixelis.core.trajectory import to_messages
-from pixelis.model.chat import MODEL_INPUT_KEYS, build_generation_prompt, collate, render_trajectory
+from pixelis.model.chat import MODEL_INPUT_KEYS, build_generation_prompt, collate, model_inputs, render_trajectory
 from pixelis.train.sft_batch import collate_sft, render_sft_sample
 
 
@@ -48,6 +48,23 @@ def test_forward_backward_on_collated_batch(any_policy, trajs, tools):
     vision = [g for name, g in grads.items() if ".visual." in name and g is not None]
     assert vision and sum(float(g.abs().sum()) for g in vision) > 0, "no gradient reached the vision tower"
     model.zero_grad()
+
+
+def test_model_inputs_drop_a_right_padding_mask_without_changing_real_tokens(any_policy, trajs, tools):
+    model, processor = any_policy
+    samples = [render_trajectory(processor, trajs["multi"], tools),
+               render_trajectory(processor, trajs["no_thought"], tools, max_length=100)]
+    batch = collate(samples, processor.tokenizer.pad_token_id)
+    assert int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()  # one row is padded
+    inputs = model_inputs(batch, "cpu")
+    assert "attention_mask" not in inputs and "labels" not in inputs
+    with torch.no_grad():
+        fused = model(**inputs).logits
+        masked = model(**inputs, attention_mask=batch["attention_mask"]).logits
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(fused[real], masked[real])
+    left = {**batch, "attention_mask": batch["attention_mask"].flip(1)}  # padding first: the mask must stay
+    assert torch.equal(model_inputs(left, "cpu")["attention_mask"], left["attention_mask"])
 
 
 def test_generate_from_generation_prompt(any_policy, trajs, tools):
