@@ -69,17 +69,48 @@ def test_every_generated_turn_is_recorded_with_its_ids_and_logprobs(rollouts):
 def test_the_ids_trained_on_are_the_ids_sampled(rollouts):
     _, processor, trajs = rollouts
     batch = turn_batch(processor, trajs)
-    rows = iter(range(len(batch.owners)))
+    spans = iter(batch.spans)
     for b, traj in enumerate(trajs):
         flat = []
         for turn in traj.turns:
-            row = next(rows)
+            span = next(spans)
             gen = turn.generation
-            length = batch.prompt_lengths[row] + len(gen.token_ids)
-            assert batch.inputs["input_ids"][row, :length].tolist() == gen.prompt_ids + gen.token_ids
-            assert batch.completion_ids[row] == gen.token_ids
+            assert span.rollout == b and span.start == len(gen.prompt_ids) and span.ids == gen.token_ids
+            length = span.start + len(gen.token_ids)
+            assert batch.inputs["input_ids"][span.row, :length].tolist() == gen.prompt_ids + gen.token_ids
             flat += gen.token_ids
         assert int(batch.completion_mask[b].sum()) == len(flat)
+
+
+def test_a_multi_turn_rollout_is_one_row(rollouts):
+    _, processor, trajs = rollouts
+    batch = turn_batch(processor, trajs)
+    multi = [b for b, t in enumerate(trajs) if len(t.turns) >= 2]
+    assert multi
+    for b in multi:
+        assert len({span.row for span in batch.spans if span.rollout == b}) == 1
+    assert batch.inputs["input_ids"].shape[0] == len(trajs)
+
+
+def test_a_turn_that_does_not_continue_its_row_gets_its_own(rollouts):
+    model, processor, trajs = rollouts
+    traj = next(t for t in trajs if len(t.turns) >= 2)
+    gen = traj.turns[0].generation
+    original = list(gen.token_ids)
+    gen.token_ids = original[:-1] + [processor.tokenizer.pad_token_id]  # no longer what turn 1's prompt holds
+    try:
+        batch = turn_batch(processor, [traj])
+        assert [span.row for span in batch.spans][:2] == [0, 1]
+        for span, turn in zip(batch.spans, traj.turns):
+            length = span.start + len(span.ids)
+            ids = turn.generation.prompt_ids + turn.generation.token_ids
+            assert batch.inputs["input_ids"][span.row, :length].tolist() == ids
+        with torch.no_grad():
+            out = policy_pass(model, batch, SAMPLING.temperature, torch.device("cpu"))
+        later = slice(len(original), int(batch.completion_mask[0].sum()))  # the turns after the changed one
+        assert torch.allclose(out.logprobs[0, later], batch.sampled_logprobs[0, later], atol=1e-4)
+    finally:
+        gen.token_ids = original
 
 
 def test_recomputed_logprobs_match_the_sampling_logprobs(rollouts):

@@ -1,10 +1,13 @@
 """Rollouts as training input, token-in / token-out.
 
-Every generated turn of a rollout (`Trajectory.turns`, recorded by the agent loop) becomes one row: the exact
+Every generated turn of a rollout (`Trajectory.turns`, recorded by the agent loop) is trained on as the exact
 prompt ids the policy conditioned on, then the exact ids it sampled. Nothing is re-rendered from parsed calls, so
-the loss is computed on the tokens that were sampled, with the log-probs recorded when they were. The prompt is
-re-encoded only to get its pixel values, and its ids must equal the recorded ones (`TokenMismatchError`).
-Per-turn values are then laid out per rollout: row b of `(B, T)` holds rollout b's sampled tokens, turn after turn.
+the loss is computed on the tokens that were sampled, with the log-probs recorded when they were. A turn whose
+recorded prompt continues the previous turn's prompt and sampled ids token for token (and sees the same images
+first) shares that turn's input row, so a rollout is usually one row and its context is run through the model
+once. A row's prompt is re-encoded only to get its pixel values, and its ids must equal the recorded ones
+(`TokenMismatchError`). Per-turn values are then laid out per rollout: row b of `(B, T)` holds rollout b's sampled
+tokens, turn after turn.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from pixelis.agent.policies import vision_token_ids
+from pixelis.agent.loop import SampledTurn
 from pixelis.core.errors import TrainingError
 from pixelis.core.trajectory import Trajectory
 from pixelis.model.chat import build_generation_batch, model_inputs
@@ -26,39 +30,53 @@ class TokenMismatchError(TrainingError):
 
 
 @dataclass
+class TurnSpan:
+    """Where one generated turn's sampled tokens sit: in an input row, and in its rollout's `(B, T)` layout."""
+
+    row: int  # the input row holding the turn
+    start: int  # position of the turn's first sampled token in that row (the length of the turn's prompt)
+    ids: list[int]  # the sampled ids
+    rollout: int
+    offset: int  # position of the turn's first token in the rollout's row of `(B, T)`
+
+
+@dataclass
 class TurnBatch:
     """The generated turns of a batch of rollouts as right-padded model inputs, and where each turn's tokens go."""
 
-    inputs: dict[str, torch.Tensor]  # model inputs, one row per generated turn
-    prompt_lengths: list[int]  # per turn row
-    completion_ids: list[list[int]]  # per turn row: the sampled ids
-    owners: list[tuple[int, int]]  # per turn row: (rollout index, offset of its first token in the rollout's row)
+    inputs: dict[str, torch.Tensor]  # model inputs: a row holds one or more consecutive turns of one rollout
+    spans: list[TurnSpan]  # per generated turn, in rollout and turn order
     completion_mask: torch.Tensor  # (B, T): 1 on every sampled token of rollout b
     sampled_logprobs: torch.Tensor  # (B, T): log-probs recorded at sampling time
     turns_per_rollout: list[int]
     suppressed: list[int]  # token ids the policy never samples (renormalised away here too)
 
 
+def _continues(row_ids: list[int], row_turn: SampledTurn, turn: SampledTurn) -> bool:
+    """Whether `turn`'s prompt starts with the row so far (`row_ids`, ending with `row_turn`'s sampled ids)
+    and with the same images, so the row's last turn's encoding serves both."""
+    earlier, later = row_turn.request.images, turn.request.images
+    return (turn.generation.prompt_ids[:len(row_ids)] == row_ids and len(earlier) <= len(later)
+            and all(a is b for a, b in zip(earlier, later)))
+
+
 def turn_batch(processor: Any, trajectories: Sequence[Trajectory]) -> TurnBatch:
     """Build the `TurnBatch` of `trajectories` from their recorded turns (turns without sampled ids are an error)."""
-    rows: list[dict[str, Any]] = []
-    prompt_lengths, completions, owners, counts, lengths = [], [], [], [], []
+    row_ends: list[tuple[Trajectory, int]] = []  # per row: its rollout and its last turn
+    spans: list[TurnSpan] = []
+    counts, lengths = [], []
     for b, traj in enumerate(trajectories):
-        offset = 0
+        offset, row_ids = 0, None
         for t, turn in enumerate(traj.turns):
-            gen, req = turn.generation, turn.request
+            gen = turn.generation
             if not gen.token_ids:
                 raise TrainingError(f"rollout {traj.id} turn {t}: no sampled token ids (a replay policy cannot be "
                                     "trained on; use a model policy)")
-            enc = build_generation_batch(processor, [(req.messages, req.images, req.tools)])
-            ids = enc["input_ids"][0]
-            if ids.tolist() != gen.prompt_ids:
-                raise TokenMismatchError(f"rollout {traj.id} turn {t}: re-encoding the prompt gives {len(ids)} ids "
-                                         f"that differ from the {len(gen.prompt_ids)} the policy saw")
-            rows.append({**enc, "completion": torch.tensor(gen.token_ids, dtype=torch.long)})
-            prompt_lengths.append(len(ids))
-            completions.append(list(gen.token_ids))
-            owners.append((b, offset))
+            if row_ids is None or not _continues(row_ids, traj.turns[t - 1], turn):
+                row_ends.append((traj, t))
+            row_ends[-1] = (traj, t)
+            spans.append(TurnSpan(len(row_ends) - 1, len(gen.prompt_ids), list(gen.token_ids), b, offset))
+            row_ids = gen.prompt_ids + gen.token_ids
             offset += len(gen.token_ids)
         counts.append(len(traj.turns))
         lengths.append(offset)
@@ -69,8 +87,21 @@ def turn_batch(processor: Any, trajectories: Sequence[Trajectory]) -> TurnBatch:
         flat = [lp for turn in traj.turns for lp in turn.generation.logprobs]
         mask[b, :lengths[b]] = 1.0
         sampled[b, :len(flat)] = torch.tensor(flat, dtype=torch.float32)
-    return TurnBatch(_collate_turns(rows, processor.tokenizer.pad_token_id), prompt_lengths, completions, owners,
-                     mask, sampled, counts, vision_token_ids(processor.tokenizer))
+    rows = [_encode_row(processor, traj, t) for traj, t in row_ends]
+    return TurnBatch(_collate_turns(rows, processor.tokenizer.pad_token_id), spans, mask, sampled, counts,
+                     vision_token_ids(processor.tokenizer))
+
+
+def _encode_row(processor: Any, traj: Trajectory, t: int) -> dict[str, Any]:
+    """Model inputs of the row ending with turn `t` of `traj`: its re-encoded prompt (checked against the recorded
+    ids), then its sampled ids."""
+    gen, req = traj.turns[t].generation, traj.turns[t].request
+    enc = build_generation_batch(processor, [(req.messages, req.images, req.tools)])
+    ids = enc["input_ids"][0]
+    if ids.tolist() != gen.prompt_ids:
+        raise TokenMismatchError(f"rollout {traj.id} turn {t}: re-encoding the prompt gives {len(ids)} ids "
+                                 f"that differ from the {len(gen.prompt_ids)} the policy saw")
+    return {**enc, "completion": torch.tensor(gen.token_ids, dtype=torch.long)}
 
 
 def _collate_turns(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -105,7 +136,7 @@ class PolicyPass:
 
 def policy_pass(model: nn.Module, batch: TurnBatch, temperature: float, device: torch.device,
                 embeddings: bool = False) -> PolicyPass:
-    """Forward every turn row and gather log softmax(logits / temperature) at the sampled tokens.
+    """Forward every input row and gather log softmax(logits / temperature) at the sampled tokens.
 
     With `embeddings`, the (detached) last hidden state at each turn's last prompt token is its state, the mean
     over its sampled tokens its action; a rollout's last state is the hidden state at its last sampled token.
@@ -114,10 +145,10 @@ def policy_pass(model: nn.Module, batch: TurnBatch, temperature: float, device: 
     logprobs = torch.zeros(rollouts, width, device=device)
     states: list[list[torch.Tensor]] = [[] for _ in range(rollouts)]
     actions: list[list[torch.Tensor]] = [[] for _ in range(rollouts)]
-    if not batch.owners:
+    if not batch.spans:
         return PolicyPass(logprobs, [torch.zeros(1, 0)] * rollouts, [torch.zeros(0, 0)] * rollouts)
     inputs = model_inputs(batch.inputs, device)
-    first = min(batch.prompt_lengths) - 1  # the first position that predicts a sampled token
+    first = min(span.start for span in batch.spans) - 1  # the first position that predicts a sampled token
     keep = inputs["input_ids"].shape[1] - first  # no vocab-wide logits for the prompt positions before it
     out = model(**inputs, output_hidden_states=embeddings, logits_to_keep=keep)
     logits = out.logits.float()
@@ -126,20 +157,20 @@ def policy_pass(model: nn.Module, batch: TurnBatch, temperature: float, device: 
     logits = logits / temperature
     hidden = out.hidden_states[-1].detach().float() if embeddings else None
     scatter_rows, scatter_cols, values, entropies = [], [], [], []
-    for row, ((b, offset), prompt_len, ids) in enumerate(zip(batch.owners, batch.prompt_lengths,
-                                                             batch.completion_ids)):
-        span = slice(prompt_len - 1 - first, prompt_len - 1 - first + len(ids))  # position p predicts token p + 1
-        target = torch.tensor(ids, device=device)
-        logp = logits[row, span].log_softmax(dim=-1)
+    for span in batch.spans:
+        b, n = span.rollout, len(span.ids)
+        predicting = slice(span.start - 1 - first, span.start - 1 - first + n)  # position p predicts token p + 1
+        target = torch.tensor(span.ids, device=device)
+        logp = logits[span.row, predicting].log_softmax(dim=-1)
         values.append(logp.gather(1, target[:, None])[:, 0])
         entropies.append(-(logp.exp() * logp.clamp_min(-1e30)).sum(dim=-1).detach())  # 0 * -inf would be nan
-        scatter_rows += [b] * len(ids)
-        scatter_cols += range(offset, offset + len(ids))
+        scatter_rows += [b] * n
+        scatter_cols += range(span.offset, span.offset + n)
         if hidden is not None:
-            states[b].append(hidden[row, prompt_len - 1])
-            actions[b].append(hidden[row, prompt_len:prompt_len + len(ids)].mean(dim=0))
+            states[b].append(hidden[span.row, span.start - 1])
+            actions[b].append(hidden[span.row, span.start:span.start + n].mean(dim=0))
             if len(states[b]) == batch.turns_per_rollout[b]:
-                states[b].append(hidden[row, prompt_len + len(ids) - 1])
+                states[b].append(hidden[span.row, span.start + n - 1])
     where = (torch.tensor(scatter_rows, device=device), torch.tensor(scatter_cols, device=device))
     logprobs = logprobs.index_put(where, torch.cat(values))
     dim = hidden.shape[-1] if hidden is not None else 0
