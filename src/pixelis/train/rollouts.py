@@ -72,9 +72,10 @@ def turn_batch(processor: Any, trajectories: Sequence[Trajectory]) -> TurnBatch:
             if not gen.token_ids:
                 raise TrainingError(f"rollout {traj.id} turn {t}: no sampled token ids (a replay policy cannot be "
                                     "trained on; use a model policy)")
-            if row_ids is None or not _continues(row_ids, traj.turns[t - 1], turn):
+            if row_ids is not None and _continues(row_ids, traj.turns[t - 1], turn):
+                row_ends[-1] = (traj, t)  # the row grows by this turn
+            else:
                 row_ends.append((traj, t))
-            row_ends[-1] = (traj, t)
             spans.append(TurnSpan(len(row_ends) - 1, len(gen.prompt_ids), list(gen.token_ids), b, offset))
             row_ids = gen.prompt_ids + gen.token_ids
             offset += len(gen.token_ids)
