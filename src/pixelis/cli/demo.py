@@ -33,8 +33,8 @@ def demo(
     """Generate a suite, build the tiny model, evaluate it, pre-train it on grounding, train it with SFT,
     evaluate, train it with RFT, evaluate again, replay the test split online, write a report.
 
-    Uses configs/demo.yaml unless --config is given. With it the main job takes about an hour on 2 CPU cores
-    (suite ~5, pre-training ~9, SFT ~30, RFT ~5, evaluations ~8, online replay ~8 minutes); `--no-pretrain`
+    Uses configs/demo.yaml unless --config is given. With it the main job takes about 43 minutes on 2 CPU cores
+    (suite ~5, pre-training ~7, SFT ~17, RFT ~3, evaluations ~6, online replay ~6 minutes); `--no-pretrain`
     skips pre-training, `--no-rft` RFT and `--no-online` the replay.
     """
     if config is None and DEMO_CONFIG.is_file():
