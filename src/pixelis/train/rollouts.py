@@ -52,11 +52,12 @@ class TurnBatch:
     suppressed: list[int]  # token ids the policy never samples (renormalised away here too)
 
 
-def _continues(row_ids: list[int], row_turn: SampledTurn, turn: SampledTurn) -> bool:
-    """Whether `turn`'s prompt starts with the row so far (`row_ids`, ending with `row_turn`'s sampled ids)
-    and with the same images, so the row's last turn's encoding serves both."""
-    earlier, later = row_turn.request.images, turn.request.images
-    return (turn.generation.prompt_ids[:len(row_ids)] == row_ids and len(earlier) <= len(later)
+def _continues(previous: SampledTurn, turn: SampledTurn) -> bool:
+    """Whether `turn`'s prompt starts with `previous`'s prompt and sampled ids, and its images with `previous`'s,
+    so that one encoding of `turn`'s prompt serves both."""
+    row = previous.generation.prompt_ids + previous.generation.token_ids
+    earlier, later = previous.request.images, turn.request.images
+    return (turn.generation.prompt_ids[:len(row)] == row and len(earlier) <= len(later)
             and all(a is b for a, b in zip(earlier, later)))
 
 
@@ -66,18 +67,17 @@ def turn_batch(processor: Any, trajectories: Sequence[Trajectory]) -> TurnBatch:
     spans: list[TurnSpan] = []
     counts, lengths = [], []
     for b, traj in enumerate(trajectories):
-        offset, row_ids = 0, None
+        offset = 0
         for t, turn in enumerate(traj.turns):
             gen = turn.generation
             if not gen.token_ids:
                 raise TrainingError(f"rollout {traj.id} turn {t}: no sampled token ids (a replay policy cannot be "
                                     "trained on; use a model policy)")
-            if row_ids is not None and _continues(row_ids, traj.turns[t - 1], turn):
+            if t > 0 and _continues(traj.turns[t - 1], turn):
                 row_ends[-1] = (traj, t)  # the row grows by this turn
             else:
                 row_ends.append((traj, t))
             spans.append(TurnSpan(len(row_ends) - 1, len(gen.prompt_ids), list(gen.token_ids), b, offset))
-            row_ids = gen.prompt_ids + gen.token_ids
             offset += len(gen.token_ids)
         counts.append(len(traj.turns))
         lengths.append(offset)
