@@ -1,5 +1,6 @@
 """`Agent.run_many` batches generation across trajectories: same trajectories as one at a time, in input order."""
 
+import threading
 from dataclasses import replace
 
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -7,9 +8,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from pixelis.agent import Agent, AgentLimits, ModelPolicy, ReplayPolicy, SamplingParams
 from pixelis.core.tracing import TracedOperation, configure_tracing
-from pixelis.core.trajectory import read_jsonl, to_messages
+from pixelis.core.trajectory import Observation, Step, ToolCall, Trajectory, read_jsonl, to_messages
 from pixelis.model.chat import build_generation_batch
 from pixelis.model.load import load_policy
+from pixelis.tools.base import Tool, ToolArgs
+from pixelis.tools.registry import ToolRegistry
 
 
 class RecordingReplay(ReplayPolicy):
@@ -141,3 +144,46 @@ def test_continuous_batch_takes_work_while_others_run_and_matches_run_many(tiny_
     assert sorted(finished) == sorted(tickets)
     for ticket, traj in finished.items():
         assert _texts(traj) == _texts(expected[tickets[ticket]])
+
+
+class MeetArgs(ToolArgs):
+    who: str
+
+
+class Meet(Tool):
+    """Returns only once two calls are inside it at the same time (fails after a few seconds alone)."""
+
+    name = "meet"
+    description = "Wait for the other caller."
+    Args = MeetArgs
+
+    def __init__(self):
+        self.barrier = threading.Barrier(2, timeout=5)
+
+    def run(self, ctx, args):
+        self.barrier.wait()
+        return Observation(text=f"met {args.who}")
+
+
+def test_tool_calls_of_one_turn_run_side_by_side():
+    scripts = [Trajectory(id=f"s{i}", question="Meet.", steps=[
+        Step(call=ToolCall("meet", {"who": f"s{i}"}), observation=Observation())], answer="done") for i in range(2)]
+
+    def observations(tool_workers):
+        agent = Agent(ReplayPolicy(scripts), tools=ToolRegistry([Meet()]), batch_size=2, tool_workers=tool_workers)
+        return [t.steps[0].observation.render_text() for t in agent.run_many(scripts)]
+
+    assert observations(2) == ["met s0", "met s1"]
+    assert all("BrokenBarrierError" in text for text in observations(1))  # one at a time: nobody to meet
+
+
+def test_parallel_tool_calls_give_the_same_observations(synth_suite):
+    """Segmentation (GrabCut draws from OpenCV's RNG, which is per thread) is the same in parallel calls."""
+    golden = [t for t in synth_suite["train"] if any(s.call is not None for s in t.steps)]
+    out = Agent(ReplayPolicy(golden), batch_size=len(golden), tool_workers=4).run_many(golden)
+    assert any(s.call.name == "get_properties" and "point" in s.call.arguments for t in golden for s in t.steps
+               if s.call is not None)
+    for got, want in zip(out, golden):
+        assert [s.observation.data for s in got.steps] == [s.observation.data for s in want.steps], want.id
+        assert [[im.tobytes() for im in s.observation.images] for s in got.steps] == \
+            [[im.tobytes() for im in s.observation.images] for s in want.steps], want.id

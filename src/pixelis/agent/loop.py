@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
@@ -130,7 +132,9 @@ class Agent:
     """Runs a policy against the pixel tools: `Agent(policy, tools, limits).run(sample) -> Trajectory`.
 
     `tools` is a `ToolRegistry` (its limits bound every tool call); `tool_prompt` picks how tools are shown;
-    `batch_size` is how many trajectories `run_many` keeps in flight (one batched generation per round).
+    `batch_size` is how many trajectories `run_many` keeps in flight (one batched generation per round);
+    `tool_workers` is how many threads run one round's tool calls side by side (None: one per CPU core; the tools
+    are pure functions of their inputs, so trajectories do not depend on it).
     """
 
     def __init__(
@@ -142,15 +146,19 @@ class Agent:
         seed: int = 0,
         tool_prompt: ToolPromptMode = "full",
         batch_size: int = 1,
+        tool_workers: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if tool_workers is not None and tool_workers < 1:
+            raise ValueError(f"tool_workers must be at least 1 (or None: one per CPU core), got {tool_workers}")
         self.policy = policy
         self.tools = tools or ToolRegistry.default()
         self.limits = limits or AgentLimits()
         self.sampling = sampling or SamplingParams()
         self.seed = seed
         self.batch_size = batch_size
+        self.tool_workers = tool_workers or os.cpu_count() or 1
         self.prompt = ToolPrompt.build(self.tools.schemas(), tool_prompt)
 
     def run(self, sample: Trajectory, sample_index: int = 0) -> Trajectory:
@@ -218,9 +226,14 @@ class Agent:
         if len(generations) != len(requests):
             raise RuntimeError(f"{type(self.policy).__name__}.generate returned {len(generations)} generations "
                                f"for {len(requests)} requests")
-        for rollout, request, gen in zip(live, requests, generations):
-            with rollout.turn_span.activate():
-                reason = self._advance(rollout, request, gen)
+        turns = list(zip(live, requests, generations))
+        workers = min(self.tool_workers, len(turns))
+        if workers > 1:  # OpenCV, NumPy and scikit-image release the GIL, so the tool calls overlap
+            with ThreadPoolExecutor(workers, thread_name_prefix="pixelis-tool") as pool:
+                reasons = list(pool.map(lambda turn: self._advance_traced(*turn), turns))
+        else:
+            reasons = [self._advance_traced(*turn) for turn in turns]
+        for (rollout, _, _), reason in zip(turns, reasons):
             rollout.turn_span.end()
             rollout.turn_span = None
             rollout.turn += 1
@@ -237,6 +250,10 @@ class Agent:
             max_new_tokens=rollout.max_new_tokens, sampling=rollout.sampling,
             seed=derive_seed(self.seed, traj.id, rollout.index, rollout.draw, rollout.turn),
         )
+
+    def _advance_traced(self, rollout: _Rollout, request: GenerationRequest, gen: Generation) -> str | None:
+        with rollout.turn_span.activate():  # in this thread: spans and log lines nest under the rollout's turn
+            return self._advance(rollout, request, gen)
 
     def _advance(self, rollout: _Rollout, request: GenerationRequest, gen: Generation) -> str | None:
         """Parse one generated turn, run its tool call, and return the termination reason (None: continue)."""

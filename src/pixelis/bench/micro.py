@@ -10,6 +10,8 @@ Items (`ITEMS`; `pixelis bench micro --only NAME` picks some):
   generation per token (16 tokens, prefill included) from the first-turn prompt.
 - `agent.turn_overhead`: the agent loop's cost per turn outside generation and pixel work: a replayed policy
   calling a tool that only echoes its argument.
+- `agent.parallel_tools`: one turn of 4 replayed rollouts, each segmenting the scene's shape (`get_properties` on a
+  point), with the calls in one thread per CPU core against one at a time (`agent.tool_workers: 1`).
 """
 
 from __future__ import annotations
@@ -463,3 +465,30 @@ def _agent_turns(inputs: Inputs, repeats: int, warmup: int) -> dict[str, Any]:
     (stats,) = time_interleaved([Timed(lambda: agent.run(script), per=turns)], repeats, warmup)
     return _result(stats, unit="s/turn", work={"turns": turns, "termination": rollout.metadata["termination"],
                                                "observations": [s.observation.text for s in rollout.steps]})
+
+
+PARALLEL_ROLLOUTS = 4
+
+
+@_item("agent.parallel_tools", "agent", f"one turn of {PARALLEL_ROLLOUTS} rollouts calling get_properties on a point: "
+                                        "tool calls in one thread per core vs one at a time")
+def _agent_parallel_tools(inputs: Inputs, repeats: int, warmup: int) -> dict[str, Any]:
+    from pixelis.agent.loop import Agent
+    from pixelis.agent.policies import ReplayPolicy
+
+    point = inputs.tool_calls["segment_object_at"].arguments["point"]
+    call = ToolCall("get_properties", {"image": 0, "point": point})
+    scripts = [Trajectory(id=f"micro-parallel-{i}", question="What shape is it?", images=[inputs.scene.image],
+                          steps=[Step(call=call, observation=Observation())], answer="done")
+               for i in range(PARALLEL_ROLLOUTS)]
+    agents = {workers: Agent(ReplayPolicy(scripts), tools=inputs.registry, seed=inputs.seed, tool_prompt="compact",
+                             batch_size=PARALLEL_ROLLOUTS, tool_workers=workers) for workers in (None, 1)}
+    observations = {w: [t.steps[0].observation.text for t in agent.run_many(scripts)] for w, agent in agents.items()}
+    parallel, serial = time_interleaved([Timed(lambda a=agent: a.run_many(scripts), per=PARALLEL_ROLLOUTS)
+                                         for agent in agents.values()], repeats, warmup)
+    ratio = parallel.median / serial.median
+    return _result(parallel, unit="s/call", ratio=ratio,
+                   baseline={"name": "tool_workers=1 (one call at a time)", **serial.to_dict()},
+                   work={"tool_workers": agents[None].tool_workers, "calls": PARALLEL_ROLLOUTS,
+                         "same_observations": observations[None] == observations[1],
+                         "observation": observations[None][0]})

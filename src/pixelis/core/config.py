@@ -171,6 +171,9 @@ class AgentConfig(_Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     n_samples: int = Field(1, ge=1, description="Trajectories sampled per query (each is scored on its own).")
     batch_size: int = Field(8, ge=1, description="Trajectories rolled out together: one batched generation per turn.")
+    tool_workers: int | None = Field(
+        None, ge=1, description="Threads running one turn's tool calls side by side; null: one per CPU core, 1: one "
+        "call at a time. Trajectories do not depend on it.")
     tool_prompt: Literal["full", "compact"] = Field(
         "compact", description="Tools shown as a compact list (~100 tokens; the default, for the tiny CPU model "
         "that model.path: null builds) or as full JSON schemas (~2,000 tokens; as Qwen3-VL was trained: use it "

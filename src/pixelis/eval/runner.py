@@ -87,7 +87,8 @@ def build_agent(cfg: PixelisConfig, policy: Policy) -> Agent:
     tool_limits = ToolLimits.from_config(cfg.tools)
     return Agent(policy, ToolRegistry.default(tool_limits), AgentLimits.from_config(cfg.agent),
                  SamplingParams.from_config(cfg.agent), seed=cfg.reproducibility.seed,
-                 tool_prompt=cfg.agent.tool_prompt, batch_size=cfg.agent.batch_size)
+                 tool_prompt=cfg.agent.tool_prompt, batch_size=cfg.agent.batch_size,
+                 tool_workers=cfg.agent.tool_workers)
 
 
 def run_evaluation(cfg: PixelisConfig, data: Path, out_dir: Path, policy: str = "model", model_dir: Path | None = None,

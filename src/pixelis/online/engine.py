@@ -112,7 +112,7 @@ class InferenceEngine:
                            SamplingParams(do_sample=True, temperature=self.online.temperature,
                                           top_p=self.online.top_p),
                            seed=cfg.reproducibility.seed, tool_prompt=cfg.agent.tool_prompt,
-                           batch_size=cfg.agent.batch_size)
+                           batch_size=cfg.agent.batch_size, tool_workers=cfg.agent.tool_workers)
         self.refresh_weights()
 
     def refresh_weights(self) -> int:

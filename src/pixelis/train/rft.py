@@ -180,7 +180,8 @@ class RFTRecipe:
                       SamplingParams(do_sample=True, temperature=rft.temperature, top_p=rft.top_p),
                       seed=derive_seed(self.cfg.reproducibility.seed, "rft-rollouts", self.step,
                                        self.accelerator.process_index),
-                      tool_prompt=self.cfg.agent.tool_prompt, batch_size=self.cfg.agent.batch_size)
+                      tool_prompt=self.cfg.agent.tool_prompt, batch_size=self.cfg.agent.batch_size,
+                      tool_workers=self.cfg.agent.tool_workers)
         with torch.no_grad():
             rollouts = agent.run_many(prompts, n=rft.num_generations)
         for traj in rollouts:

@@ -244,7 +244,7 @@ class SFTRecipe:
         agent = Agent(ModelPolicy(self.accelerator.unwrap_model(self.model), self.processor), self.tools,
                       AgentLimits.from_config(self.cfg.agent), SamplingParams(),
                       seed=self.cfg.reproducibility.seed, tool_prompt=self.cfg.agent.tool_prompt,
-                      batch_size=self.cfg.agent.batch_size)
+                      batch_size=self.cfg.agent.batch_size, tool_workers=self.cfg.agent.tool_workers)
         predictions = agent.run_many(rollout_samples)
         for pred in predictions:
             pred.metadata["correct"] = score_answer(pred.answer, pred.target, self.cfg.eval.iou_threshold,
