@@ -44,10 +44,11 @@ def pixelis_step_times(args: argparse.Namespace, suite: Path, model_dir: Path) -
         "rft.num_generations": args.generations, "rft.temperature": args.temperature, "rft.top_p": args.top_p,
         "rft.beta": args.beta, "rft.loss_type": "dapo", "rft.num_iterations": 1, "rft.rewards": "{task: 1.0, format: 0.2}",
         "agent.max_new_tokens": args.max_new_tokens, "agent.max_turns": args.max_turns, "agent.tool_prompt": "full",
-        "agent.batch_size": args.prompts * args.generations, "reproducibility.torch_threads": args.threads,
+        "agent.batch_size": args.prompts * args.generations, "agent.tool_workers": args.tool_workers,
+        "reproducibility.torch_threads": args.threads,
         "reproducibility.seed": args.seed,
     }
-    cfg = load_config(None, [f"{k}={v}" for k, v in values.items()])
+    cfg = load_config(None, [f"{k}={v}" for k, v in values.items() if v is not None])
     recipe = RFTRecipe(cfg, args.work / f"pixelis-run-{time.time_ns()}", show_progress=False)
     times, tokens, metrics = [], [], {}
     for _ in range(args.warmup + args.steps):
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--tool-workers", type=int, help="Pixelis: threads per turn's tool calls (default: one per core)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
