@@ -2,9 +2,10 @@
 
     python scripts/token_loss.py --model runs/demo/sft/final --data runs/demo/data/test.jsonl
 
-Kinds: `text` (thoughts, answers), `call` (tool-call JSON structure and names), and `digit k` (the k-th digit of a
-number inside a call, 0 = leading). Uniform guessing costs ln 10 = 2.30 nats per digit, so a digit NLL near or
-above that means the model is not reading the position from the pixels.
+Kinds: `text` (thoughts, answers), `call` (tool-call JSON structure and names), and for the numbers inside a call
+either `digit k` (the k-th digit of a number, 0 = leading; uniform guessing costs ln 10 = 2.30 nats) or, for a
+tokenizer with one token per grid value (`pixelis model tiny --coordinate-tokens`), `coordinate` (uniform guessing
+costs ln 1001 = 6.91 nats). A number NLL near uniform means the model is not reading the position from the pixels.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from pixelis.tools.registry import ToolRegistry
 from pixelis.train.sft_batch import collate_sft, render_sft_sample
 
 
-def token_kinds(pieces: list[str], action: list[bool]) -> list[str]:
-    """The kind of each token: digits inside calls are numbered by their place in the number."""
+def token_kinds(pieces: list[str], action: list[bool], coordinate_tokens: bool) -> list[str]:
+    """The kind of each token: numbers inside calls are `coordinate`, or digits numbered by their place."""
     kinds, place = [], 0
     for piece, in_call in zip(pieces, action):
         is_digit = in_call and piece.lstrip("Ġ").isdigit()
-        kinds.append(f"digit {min(place, 3)}" if is_digit else "call" if in_call else "text")
+        number_kind = "coordinate" if coordinate_tokens else f"digit {min(place, 3)}"
+        kinds.append(number_kind if is_digit else "call" if in_call else "text")
         place = place + 1 if is_digit else 0
     return kinds
 
@@ -39,6 +41,7 @@ def token_loss(model_dir: Path, data: Path, limit: int, tool_prompt: str) -> dic
     model, processor = load_policy(model_dir)
     model.eval()
     tokenizer = processor.tokenizer
+    coordinate_tokens = len(tokenizer("523", add_special_tokens=False).input_ids) == 1
     prompt = ToolPrompt.build(ToolRegistry.default().schemas(), tool_prompt)
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for traj in read_jsonl(data)[:limit]:
@@ -49,7 +52,7 @@ def token_loss(model_dir: Path, data: Path, limit: int, tool_prompt: str) -> dic
         nll = -torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
         trained = batch["assistant_mask"][0, 1:].bool()
         kinds = token_kinds(tokenizer.convert_ids_to_tokens(targets.tolist()),
-                            batch["action_mask"][0, 1:].bool().tolist())
+                            batch["action_mask"][0, 1:].bool().tolist(), coordinate_tokens)
         for i in trained.nonzero().flatten().tolist():
             sums[kinds[i]][0] += float(nll[i])
             sums[kinds[i]][1] += 1

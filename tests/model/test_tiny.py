@@ -58,6 +58,26 @@ def test_corpus_words_become_tokens():
     assert trained.convert_ids_to_tokens(trained(word).input_ids) == ["Ġglorptastic"]
 
 
+def test_coordinate_tokens_make_each_grid_value_one_token_with_smooth_embeddings(tmp_path):
+    digits = build_tokenizer(vocab_size=2048)
+    assert digits.convert_ids_to_tokens(digits("523", add_special_tokens=False).input_ids) == ["5", "2", "3"]
+    tok = build_tokenizer(vocab_size=2048, coordinate_tokens=True)
+    for v in (0, 7, 42, 523, 999, 1000):
+        assert tok.convert_ids_to_tokens(tok(str(v), add_special_tokens=False).input_ids) == [str(v)]
+    text = '{"bbox": [523, 11, 1000, 2048]}'
+    pieces = tok.convert_ids_to_tokens(tok(text).input_ids)
+    assert pieces[pieces.index("523"):][:8] == ["523", ",", "Ġ", "11", ",", "Ġ", "1000", ","]
+    assert "204" in pieces and "8" in pieces
+    assert tok.decode(tok(text).input_ids) == text
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        build_tiny_model(tmp_path / "m", size="xs", coordinate_tokens=True))
+    ids = [tok.convert_tokens_to_ids(str(v)) for v in (500, 504, 900)]
+    for table in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        near, far = (torch.cosine_similarity(table[ids[0]], table[i], dim=0) for i in ids[1:])
+        assert near > 0.6 and far < 0.3
+
+
 def test_rare_random_strings_stay_in_pieces():
     """A label seen a few times is not merged: train and test labels tokenize alike (character pieces)."""
     tok = build_tokenizer(corpus=["the label reads QXZTV"] * 3 + ["the label reads"] * 50, vocab_size=2048)

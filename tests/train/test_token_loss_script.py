@@ -13,8 +13,15 @@ from token_loss import token_kinds  # noqa: E402
 def test_digits_are_numbered_by_place_inside_calls_only():
     pieces = ["Ġ1", "2", "3", ",", "Ġ4", "5", "0", "0", "0", "Ġ7"]
     in_call = [True] * 9 + [False]
-    assert token_kinds(pieces, in_call) == ["digit 0", "digit 1", "digit 2", "call", "digit 0", "digit 1",
-                                            "digit 2", "digit 3", "digit 3", "text"]
+    assert token_kinds(pieces, in_call, coordinate_tokens=False) == [
+        "digit 0", "digit 1", "digit 2", "call", "digit 0", "digit 1", "digit 2", "digit 3", "digit 3", "text"]
+
+
+def test_coordinate_tokens_are_one_kind_inside_calls_only():
+    pieces = ["Ġ", "123", ",", "Ġ", "450", "Ġ7"]
+    in_call = [True] * 5 + [False]
+    assert token_kinds(pieces, in_call, coordinate_tokens=True) == [
+        "call", "coordinate", "call", "call", "coordinate", "text"]
 
 
 def test_script_reports_every_kind_for_a_real_checkpoint(tiny_model_dir, train_suite_dir):

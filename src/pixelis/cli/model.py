@@ -38,6 +38,10 @@ def tiny(
     family: Annotated[Family, typer.Option("--family", help="Architecture family.")] = Family.qwen3_vl,
     min_pixels: Annotated[int, typer.Option("--min-pixels", help="Smallest image area after resizing.")] = 64 * 64,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Largest image area after resizing.")] = 256 * 256,
+    coordinate_tokens: Annotated[bool, typer.Option(
+        "--coordinate-tokens/--digit-tokens",
+        help="One token per grid value 0-1000 (sine-cosine initialised), or one per digit as in Qwen's tokenizer.",
+    )] = False,
 ) -> None:
     """Build a random tiny checkpoint of the real architecture, offline."""
     from pixelis.model.load import checkpoint_info
@@ -50,7 +54,8 @@ def tiny(
         texts = corpus.read_text(encoding="utf-8").splitlines()
     prepare_out_dir(out, overwrite=overwrite)  # never replaces a trained checkpoint with random weights unasked
     path = build_tiny_model(
-        out, seed=seed, size=size.value, corpus=texts, family=family.value, min_pixels=min_pixels, max_pixels=max_pixels
+        out, seed=seed, size=size.value, corpus=texts, family=family.value, min_pixels=min_pixels, max_pixels=max_pixels,
+        coordinate_tokens=coordinate_tokens,
     )
     info = checkpoint_info(path)
     typer.echo(f"parameters: {info['parameters']:,}")

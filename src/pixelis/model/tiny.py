@@ -55,6 +55,8 @@ ADDED_TOKENS = (
     "<answer>",
     "</answer>",
 )
+# The values of the 0-1000 coordinate grid the agent writes boxes and points in.
+COORDINATE_VALUES = range(1001)
 # The pre-tokenizer split of Qwen2/Qwen3 tokenizers, so tokens break at the same places as in the real models.
 QWEN_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -128,12 +130,17 @@ def _seed_corpus() -> list[str]:
 
 
 def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 3072,
-                    min_frequency: int = 10) -> PreTrainedTokenizerFast:
+                    min_frequency: int = 10, coordinate_tokens: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with the Qwen pre-tokenizer and special tokens on seed + `corpus`.
 
     Only pairs seen `min_frequency` times are merged: a task's random strings (OCR labels) occur a few times
     each, and merging them would make every training label one token while unseen test labels split into
     characters -- the model could then never learn to copy a label it has not memorised.
+
+    With `coordinate_tokens` every integer 0-1000 (a value of the coordinate grid) is one added token, as
+    location tokens in Pix2Seq or PaliGemma, instead of one token per digit as in Qwen's tokenizer: a
+    coordinate is then one prediction over the grid, not three digits of which the last two are periodic in
+    the position. Longer digit runs split into such pieces (``2048`` -> ``204``, ``8``); the text is unchanged.
     """
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
@@ -153,6 +160,8 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 3072,
     texts = _seed_corpus() + [t for t in (corpus or ()) if t]
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
+    if coordinate_tokens:
+        tok.add_tokens([AddedToken(str(v), special=False, normalized=False) for v in COORDINATE_VALUES])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -234,6 +243,32 @@ def sincos_position_table(side: int, dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(table, (0, dim - table.shape[1])).float()
 
 
+def coordinate_table(values: torch.Tensor, dim: int, std: float) -> torch.Tensor:
+    """A (len(values), dim) table of 1D sine-cosine features of grid values, entries of standard deviation `std`.
+
+    Periods are geometrically spaced from 8 to 4,000 grid units, so nearby values get nearby rows.
+    """
+    half = dim // 2
+    periods = 8.0 * (500.0 ** (torch.arange(half, dtype=torch.float64) / max(1, half - 1)))
+    angles = values.double()[:, None] * (2 * torch.pi / periods)[None, :]
+    table = torch.cat([angles.sin(), angles.cos()], dim=1) * (std * 2 ** 0.5)
+    return torch.nn.functional.pad(table, (0, dim - table.shape[1])).float()
+
+
+def _init_coordinate_embeddings(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Start the input and output embeddings of the coordinate tokens from sine-cosine features of their value.
+
+    With random rows, each of the 1,001 values is a class of its own, learned from the few examples that hit it;
+    with smooth rows, a hidden state that encodes a position scores the values near it highest from the start.
+    """
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids([str(v) for v in COORDINATE_VALUES]))
+    values = torch.tensor(list(COORDINATE_VALUES))
+    std = model.config.text_config.initializer_range
+    with torch.no_grad():
+        for embedding in (model.get_input_embeddings(), model.get_output_embeddings()):
+            embedding.weight[ids] = coordinate_table(values, embedding.weight.shape[1], std)
+
+
 def _init_vision_positions(model: torch.nn.Module) -> None:
     """Start Qwen3-VL's learned vision position table from 2D sine-cosine features instead of noise.
 
@@ -276,24 +311,27 @@ def build_tiny_model(
     family: Family = "qwen3_vl",
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    coordinate_tokens: bool = False,
 ) -> Path:
     """Build and save a random tiny checkpoint of `family` into `out_dir`; returns the directory.
 
     The same arguments give byte-identical files (weights are initialised under `torch.manual_seed(seed)` in a
-    forked RNG, so the caller's random state is untouched).
+    forked RNG, so the caller's random state is untouched). `coordinate_tokens`: see `build_tokenizer`.
     """
     out = Path(out_dir)
     if size not in SIZES:
         raise ValueError(f"unknown tiny model size {size!r}; choose one of {', '.join(SIZES)}")
     if family not in CHAT_TEMPLATE_FILES:
         raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(CHAT_TEMPLATE_FILES)}")
-    tokenizer = build_tokenizer(corpus, vocab_size=SIZES[size].vocab_size)
+    tokenizer = build_tokenizer(corpus, vocab_size=SIZES[size].vocab_size, coordinate_tokens=coordinate_tokens)
     config = tiny_config(family, size, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     if family == "qwen3_vl":
         _init_vision_positions(model)
+    if coordinate_tokens:
+        _init_coordinate_embeddings(model, tokenizer)
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tokenizer.pad_token_id,
