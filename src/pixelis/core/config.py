@@ -219,6 +219,8 @@ class PretrainConfig(_Section):
                                   "before the response picks the asked-about object's visual tokens (0: off).")
     single_object_steps: int = Field(0, ge=0, description="First steps whose scenes hold one object: localising "
                                      "before searching (held-out scenes always hold 1-6).")
+    render_workers: int = Field(0, ge=0, description="Processes rendering the next steps' samples while the current "
+                             "step trains (0: render in the training process; the weights are the same either way).")
     heldout_samples: int = Field(400, ge=1, description="Held-out samples (unseen images) scored at each evaluation.")
     eval_interval: int = Field(1000, ge=1, description="Steps between held-out evaluations (and the last step).")
     save_interval: int = Field(1000, ge=1, description="Steps between checkpoints (and the last step).")

@@ -42,7 +42,8 @@ __all__ = ["RESUME_SAFE_KEYS", "commit_dir", "config_changes", "latest_checkpoin
            "write_rank_state", "write_shared_state"]
 
 # Config keys (dotted prefixes) a resume may change without breaking bitwise resume-exactness.
-RESUME_SAFE_KEYS = ("logging", "tracing", "sft.save_interval", "sft.report_to", "rft.save_interval", "data.workers")
+RESUME_SAFE_KEYS = ("logging", "tracing", "sft.save_interval", "sft.report_to", "rft.save_interval", "data.workers",
+                    "pretrain.render_workers")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 

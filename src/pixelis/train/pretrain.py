@@ -4,9 +4,10 @@ A real Qwen3-VL arrives pre-trained on grounding; the tiny model arrives blind. 
 on generated grounding tasks (`pixelis.data.grounding`: boxes, points, colours, shapes, large labels), in the
 agent's own text forms, so SFT starts from a policy that can see. Every step draws fresh samples from the
 seeded `train` stream (sample index = step x batch), so a run sees `max_steps x batch_size` distinct images
-and resumes exactly without any sampler state. Besides the answer text (and the aux box head on the calls), two
-dense losses on the visual tokens' hidden states teach where things are (`pixelis.train.region`): each token's
-covered share (`pretrain.region_weight`) and a pointer from the question to the asked-about object's tokens
+and resumes exactly without any sampler state; `pretrain.render_workers` DataLoader processes draw and render
+the next steps while one trains. Besides the answer text (and the aux box head on the calls), two dense losses
+on the visual tokens' hidden states teach where things are (`pixelis.train.region`): each token's covered share
+(`pretrain.region_weight`) and a pointer from the question to the asked-about object's tokens
 (`pretrain.pointer_weight`); the first `pretrain.single_object_steps` steps show one object per scene, so the
 model learns to localise before it must also search. Every `pretrain.eval_interval` steps the policy answers the
 fixed held-out stream (images never seen in training) by greedy generation, scored per task and object size.
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
 
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.errors import CheckpointError, TrainingError
@@ -55,6 +57,50 @@ class PretrainResult:
     last_loss: float
     weights_sha256: str
     heldout: dict[str, Any]
+
+
+def step_indices(step: int, batch_size: int, world_size: int, rank: int) -> range:
+    """The `train` stream indices rank `rank` trains on at `step` (disjoint across ranks and steps)."""
+    start = (step * world_size + rank) * batch_size
+    return range(start, start + batch_size)
+
+
+@dataclass
+class StepBatch:
+    """One step's generated samples, rendered and collated: what `PretrainRecipe.train_step` trains on."""
+
+    batch: dict[str, Any]
+    call_targets: list[list[list[float] | None]]
+    regions: list[list[list[int]]]
+    targets: list[list[int]]
+
+
+class StepBatches(Dataset):
+    """Item k is the `StepBatch` of step `first_step + k`, up to `pretrain.max_steps` (a map-style data set, so a
+    DataLoader's workers can render steps ahead in order)."""
+
+    def __init__(self, cfg: PixelisConfig, processor: Any, pad_id: int, world_size: int, rank: int,
+                 first_step: int):
+        self.cfg, self.processor, self.pad_id = cfg, processor, pad_id
+        self.world_size, self.rank, self.first_step = world_size, rank, first_step
+
+    def __len__(self) -> int:
+        return max(0, self.cfg.pretrain.max_steps - self.first_step)
+
+    def __getitem__(self, k: int) -> StepBatch:
+        cfg, step = self.cfg.pretrain, self.first_step + k
+        objects = (1, 1) if step < cfg.single_object_steps else OBJECTS
+        samples = [grounding_sample(self.cfg.reproducibility.seed, "train", i, cfg.task_weights, objects)
+                   for i in step_indices(step, cfg.batch_size, self.world_size, self.rank)]
+        trajectories = [s.trajectory() for s in samples]
+        batch = collate_sft([render_sft_sample(self.processor, t) for t in trajectories], self.pad_id)
+        return StepBatch(batch, [call_targets(t) for t in trajectories], [s.regions for s in samples],
+                         [s.box for s in samples])
+
+
+def _as_built(item: StepBatch) -> StepBatch:
+    """The DataLoader's collate step: items are whole batches already (the default would convert them)."""
+    return item
 
 
 class PretrainRecipe:
@@ -96,28 +142,26 @@ class PretrainRecipe:
 
     # ------------------------------------------------------------------------------------------ steps
 
-    def batch_indices(self, step: int) -> range:
-        """The `train` stream indices this process trains on at `step` (disjoint across processes)."""
-        size, world, rank = self.cfg.pretrain.batch_size, self.accelerator.num_processes, self.accelerator.process_index
-        start = (step * world + rank) * size
-        return range(start, start + size)
+    def batches(self) -> DataLoader:
+        """The rendered batches of steps `self.step` .. `max_steps - 1`, in order; `pretrain.render_workers` processes
+        build them ahead of the optimizer (each is a pure function of the seed and step, so weights do not change)."""
+        steps = StepBatches(self.cfg, self.processor, self.pad_id, self.accelerator.num_processes,
+                            self.accelerator.process_index, self.step)
+        workers = self.cfg.pretrain.render_workers
+        return DataLoader(steps, batch_size=None, collate_fn=_as_built, num_workers=workers,
+                          prefetch_factor=2 if workers else None)
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step on freshly generated samples."""
+    def train_step(self, built: StepBatch) -> dict[str, float]:
+        """One optimizer step on the freshly generated samples of `built` (the batch of step `self.step`)."""
         cfg = self.cfg.pretrain
         self.model.train()
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        objects = (1, 1) if self.step < cfg.single_object_steps else OBJECTS
-        samples = [grounding_sample(self.cfg.reproducibility.seed, "train", i, cfg.task_weights, objects)
-                   for i in self.batch_indices(self.step)]
-        trajectories = [s.trajectory() for s in samples]
-        batch = collate_sft([render_sft_sample(self.processor, t) for t in trajectories], self.pad_id)
         region = None if self.region_head is None else RegionTerm(
-            self.region_head, cfg.region_weight, cfg.pointer_weight, [s.regions for s in samples],
-            [s.box for s in samples], self.image_token_id, self.processor.image_processor.merge_size)
-        losses = batch_losses(self.model, self.head, batch, [call_targets(t) for t in trajectories], cfg.aux_weight,
+            self.region_head, cfg.region_weight, cfg.pointer_weight, built.regions, built.targets,
+            self.image_token_id, self.processor.image_processor.merge_size)
+        losses = batch_losses(self.model, self.head, built.batch, built.call_targets, cfg.aux_weight,
                               self.accelerator.device, region)
         self.accelerator.backward(losses["loss"])
         self.optimizer.step()
@@ -188,8 +232,8 @@ class PretrainRecipe:
         with TracedOperation("pretrain.run", "train", {"max_steps": cfg.max_steps}), \
                 step_progress("pretrain", show) as progress:
             task = progress.add_task("pretrain", total=cfg.max_steps, completed=self.step, info="")
-            while self.step < cfg.max_steps:
-                last = self.train_step()
+            for built in self.batches():
+                last = self.train_step(built)
                 record: dict[str, Any] = {"step": self.step, **last}
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
                     with TracedOperation("pretrain.evaluate", "train", {"step": self.step}):
