@@ -5,7 +5,10 @@ Both sides train the same tiny checkpoint (each loads its own copy from one dire
 with the same thread count, on the same prompts of the same suite, with the same group size, temperature,
 top-p, KL weight, loss type and token limits, and the same pixel tools: Pixelis rolls out through its batched
 agent loop (`Agent.run_many`), TRL through its own generate-and-tool loop with `PixelisToolEnv`. Both show the
-tools as full schemas through the chat template (`agent.tool_prompt=full`), so the prompts render alike.
+tools alike (`--tool-prompt`): `compact`, the default and what the demo's SFT model is trained with, puts the
+one-line-per-tool list in the system message on both sides (TRL's template is made to skip its `tools=`, see
+`pixelis.integrations.trl.compact_tool_prompt`; a test checks the two prompts are the same text); `full` shows the
+JSON schemas through the chat template on both sides.
 Token limits: Pixelis allows `--max-new-tokens` per turn and `--max-turns` turns; TRL gets
 `max_completion_length = max_new_tokens * max_turns` and `max_tool_calling_iterations = max_turns - 1`.
 
@@ -43,8 +46,9 @@ def pixelis_step_times(args: argparse.Namespace, suite: Path, model_dir: Path) -
         "rft.max_steps": args.warmup + args.steps, "rft.prompts_per_step": args.prompts,
         "rft.num_generations": args.generations, "rft.temperature": args.temperature, "rft.top_p": args.top_p,
         "rft.beta": args.beta, "rft.loss_type": "dapo", "rft.num_iterations": 1, "rft.rewards": "{task: 1.0, format: 0.2}",
-        "agent.max_new_tokens": args.max_new_tokens, "agent.max_turns": args.max_turns, "agent.tool_prompt": "full",
-        "agent.batch_size": args.prompts * args.generations, "agent.tool_workers": args.tool_workers,
+        "agent.max_new_tokens": args.max_new_tokens, "agent.max_turns": args.max_turns,
+        "agent.tool_prompt": args.tool_prompt, "agent.batch_size": args.prompts * args.generations,
+        "agent.tool_workers": args.tool_workers,
         "reproducibility.torch_threads": args.threads,
         "reproducibility.seed": args.seed,
     }
@@ -68,12 +72,15 @@ def trl_step_times(args: argparse.Namespace, suite: Path, model_dir: Path) -> tu
     from trl import GRPOConfig, GRPOTrainer
 
     from pixelis.data.io import load_split
-    from pixelis.integrations.trl import PixelisToolEnv, trl_dataset, trl_rewards
+    from pixelis.integrations.trl import PixelisToolEnv, compact_tool_prompt, trl_dataset, trl_rewards
     from pixelis.model.load import load_policy
 
     torch.set_num_threads(args.threads)
     samples = [t for t in load_split(suite, "train") if t.target is not None and not t.video]
     model, processor = load_policy(model_dir, dtype="float32", device="cpu")
+    system = None
+    if args.tool_prompt == "compact":
+        processor, system = compact_tool_prompt(processor)
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -90,7 +97,8 @@ def trl_step_times(args: argparse.Namespace, suite: Path, model_dir: Path) -> tu
         beta=args.beta, loss_type="dapo", num_iterations=1, max_steps=args.warmup + args.steps, use_cpu=True,
         bf16=False, gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",
         seed=args.seed, learning_rate=1e-5)
-    trainer = GRPOTrainer(model=model, args=config, train_dataset=trl_dataset(samples), processing_class=processor,
+    trainer = GRPOTrainer(model=model, args=config, train_dataset=trl_dataset(samples, system=system),
+                          processing_class=processor,
                           environment_factory=PixelisToolEnv, reward_funcs=trl_rewards({"task": 1.0, "format": 0.2}),
                           callbacks=[Timer()])
     trainer.train()
@@ -116,6 +124,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--tool-prompt", default="compact", choices=["compact", "full"],
+                        help="how both sides show the tools (compact: the demo's SFT form)")
     parser.add_argument("--tool-workers", type=int, help="Pixelis: threads per turn's tool calls (default: one per core)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)

@@ -1,6 +1,7 @@
 """`pixelis.integrations.trl`: the registry's tools as a TRL environment, the rewards as TRL reward functions,
 and a real 2-step `GRPOTrainer` run with both on the tiny model."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,11 @@ import torch
 from transformers.utils import get_json_schema
 
 from pixelis.core.trajectory import read_jsonl, render_final_text
-from pixelis.integrations.trl import PixelisToolEnv, rollout_records, trl_dataset, trl_rewards
+from pixelis.agent.prompt import ToolPrompt
+from pixelis.core.trajectory import to_messages
+from pixelis.integrations.trl import (PixelisToolEnv, compact_tool_prompt, rollout_records, trl_dataset,
+                                     trl_rewards)
+from pixelis.model.load import load_policy
 from pixelis.tools.registry import ToolRegistry
 
 
@@ -27,6 +32,25 @@ def test_every_tool_is_a_typed_documented_method(samples):
         assert set(derived["parameters"]["properties"]) == set(fn["parameters"]["properties"])
         assert set(derived["parameters"].get("required", [])) == set(fn["parameters"].get("required", []))
     assert not hasattr(env, "call"), "a public helper would be offered to the model as a tool"
+
+
+def test_compact_tool_prompt_shows_trl_s_policy_the_agent_s_prompt(tiny_model_dir, samples):
+    from trl.data_utils import prepare_multimodal_messages
+
+    _, processor = load_policy(tiny_model_dir, dtype="float32", device="cpu")
+    env = PixelisToolEnv()
+    tools = [getattr(env, s["function"]["name"]) for s in env.registry.schemas()]
+    processor, system = compact_tool_prompt(processor)
+    row = trl_dataset(samples[:1], system=system)[0]
+    # what GRPOTrainer renders for the row: its messages with the row's images, the environment's tools
+    theirs = processor.apply_chat_template([prepare_multimodal_messages(row["prompt"], row["images"])], tools=tools,
+                                           add_generation_prompt=True, tokenize=False)[0]
+    prompt = ToolPrompt.build(env.registry.schemas(), "compact")
+    question = dataclasses.replace(samples[0], steps=[], answer=None)  # the agent's first turn
+    messages, _ = to_messages(question, include_answer=False, system=prompt.system)
+    ours = processor.apply_chat_template(messages, tools=prompt.tools, add_generation_prompt=True, tokenize=False)
+    assert theirs == ours and "zoom_in(image?, bbox)" in ours and '"parameters"' not in ours
+    assert processor.tokenizer.response_template is not None, "TRL still parses the calls"
 
 
 def test_tools_run_on_the_rows_images_and_return_image_blocks(samples):

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 
-from pixelis.core.trajectory import ParseError, Step, ToolCall, Trajectory, parse_assistant_text, to_messages
+from pixelis.agent.prompt import ToolPrompt
+from pixelis.core.trajectory import ParseError, Step, ToolCall, Trajectory, parse_assistant_text
 from pixelis.tools.registry import ToolRegistry
 from pixelis.train.rewards import RolloutRecord, build_rewards
 
@@ -102,19 +103,34 @@ for _schema in PixelisToolEnv.registry.schemas():
     setattr(PixelisToolEnv, _schema["function"]["name"], _tool_method(_schema))
 
 
-def trl_dataset(samples: Sequence[Trajectory]) -> Any:
-    """A `datasets.Dataset` TRL's GRPOTrainer can train on: `prompt` (the user turn), `images`, `video`,
-    `sample_id`, `question` and `target` (JSON) per sample."""
+def trl_dataset(samples: Sequence[Trajectory], system: str | None = None) -> Any:
+    """A `datasets.Dataset` TRL's GRPOTrainer can train on: `prompt` (the user turn, after a `system` message
+    when given), `images`, `video`, `sample_id`, `question` and `target` (JSON) per sample."""
     from datasets import Dataset
 
+    head = [{"role": "system", "content": system}] if system else []
     rows = []
     for sample in samples:
-        messages, _ = to_messages(sample, include_answer=False)
-        question = "".join(part["text"] for part in messages[-1]["content"] if part.get("type") == "text")
-        rows.append({"prompt": [{"role": "user", "content": question}], "images": list(sample.images),
+        rows.append({"prompt": [*head, {"role": "user", "content": sample.question}], "images": list(sample.images),
                      "video": list(sample.video) if sample.video else None, "sample_id": sample.id,
                      "question": sample.question, "target": json.dumps(sample.target)})
     return Dataset.from_list(rows)
+
+
+def compact_tool_prompt(processor: Any) -> tuple[Any, str]:
+    """Show TRL's policy the compact tool list (`agent.tool_prompt: compact`) instead of the JSON schemas: returns
+    the processor, its template now ignoring `tools=`, and the system text to pass to `trl_dataset(system=...)`.
+
+    TRL renders tools only through the chat template and cannot be given another text for them, so the template
+    drops them; TRL still runs and parses the environment's calls, with the parser it derives from the original
+    template (set here, before the change)."""
+    from trl.chat_template_utils import add_response_schema
+
+    add_response_schema(processor)
+    drop_tools = "{%- set tools = none %}"
+    processor.chat_template = drop_tools + processor.chat_template
+    processor.tokenizer.chat_template = drop_tools + processor.tokenizer.chat_template
+    return processor, ToolPrompt.build(PixelisToolEnv.registry.schemas(), "compact").system
 
 
 def _final_text(completion: Any) -> str:
