@@ -1,16 +1,18 @@
 """Writer process of the experience-buffer crash tests: open a buffer and add experiences in a loop.
 
     python buffer_writer.py PATH START [--count N] [--dim D] [--max-rows R] [--eviction age|use] [--index flat|hnsw]
+                            [--pause SECONDS]
 
 Prints ``ready`` once the buffer is open, then ``ack <id> <query_id>`` (flushed) after each `add` returned, for
-experiences START, START+1, ... (forever unless --count). `make_experience(i)` is deterministic, so the parent
-rebuilds what each acknowledged experience must look like.
+experiences START, START+1, ... (forever unless --count), `--pause` seconds apart. `make_experience(i)` is
+deterministic, so the parent rebuilds what each acknowledged experience must look like.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--eviction", default="age")
     ap.add_argument("--index", default="flat")
+    ap.add_argument("--pause", type=float, default=0.0)
     args = ap.parse_args(argv)
     buf = ExperienceBuffer.open(args.path, args.dim, index=args.index, max_rows=args.max_rows,
                                 eviction=args.eviction)
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         row_id = buf.add(exp)
         sys.stdout.write(f"ack {row_id} {exp.query_id}\n")
         sys.stdout.flush()
+        time.sleep(args.pause)
         i += 1
     buf.close()
     print("done", flush=True)

@@ -150,7 +150,8 @@ def test_readers_see_a_concurrent_writer(tmp_path):
     ExperienceBuffer.open(path, DIM).close()
     reader = ExperienceBuffer.open(path, DIM)
     ro_reader = ExperienceBuffer.open(path, DIM, read_only=True)
-    w = _Writer(path, 0, "--count", "120")
+    # paced, so the reads interleave with the writes even where the writer would outrun the reader's loop
+    w = _Writer(path, 0, "--count", "120", "--pause", "0.01")
     counts, errors = [], []
     query_rng = np.random.default_rng(0)
     while w.proc.poll() is None:
