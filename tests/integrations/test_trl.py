@@ -9,9 +9,8 @@ import pytest
 import torch
 from transformers.utils import get_json_schema
 
-from pixelis.core.trajectory import read_jsonl, render_final_text
 from pixelis.agent.prompt import ToolPrompt
-from pixelis.core.trajectory import to_messages
+from pixelis.core.trajectory import read_jsonl, render_final_text, to_messages
 from pixelis.integrations.trl import (PixelisToolEnv, compact_tool_prompt, rollout_records, trl_dataset,
                                      trl_rewards)
 from pixelis.model.load import load_policy
