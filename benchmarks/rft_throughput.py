@@ -80,7 +80,7 @@ def trl_step_times(args: argparse.Namespace, suite: Path, model_dir: Path) -> tu
     model, processor = load_policy(model_dir, dtype="float32", device="cpu")
     system = None
     if args.tool_prompt == "compact":
-        processor, system = compact_tool_prompt(processor)
+        system = compact_tool_prompt(processor)
     times: list[float] = []
 
     class Timer(TrainerCallback):

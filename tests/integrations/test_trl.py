@@ -39,7 +39,7 @@ def test_compact_tool_prompt_shows_trl_s_policy_the_agent_s_prompt(tiny_model_di
     _, processor = load_policy(tiny_model_dir, dtype="float32", device="cpu")
     env = PixelisToolEnv()
     tools = [getattr(env, s["function"]["name"]) for s in env.registry.schemas()]
-    processor, system = compact_tool_prompt(processor)
+    system = compact_tool_prompt(processor)
     row = trl_dataset(samples[:1], system=system)[0]
     # what GRPOTrainer renders for the row: its messages with the row's images, the environment's tools
     theirs = processor.apply_chat_template([prepare_multimodal_messages(row["prompt"], row["images"])], tools=tools,

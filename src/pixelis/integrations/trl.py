@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 
-from pixelis.agent.prompt import ToolPrompt
+from pixelis.agent.prompt import compact_tool_text
 from pixelis.core.trajectory import ParseError, Step, ToolCall, Trajectory, parse_assistant_text
 from pixelis.tools.registry import ToolRegistry
 from pixelis.train.rewards import RolloutRecord, build_rewards
@@ -117,9 +117,9 @@ def trl_dataset(samples: Sequence[Trajectory], system: str | None = None) -> Any
     return Dataset.from_list(rows)
 
 
-def compact_tool_prompt(processor: Any) -> tuple[Any, str]:
-    """Show TRL's policy the compact tool list (`agent.tool_prompt: compact`) instead of the JSON schemas: returns
-    the processor, its template now ignoring `tools=`, and the system text to pass to `trl_dataset(system=...)`.
+def compact_tool_prompt(processor: Any) -> str:
+    """Show TRL's policy the compact tool list (`agent.tool_prompt: compact`) instead of the JSON schemas: makes
+    `processor`'s template ignore `tools=` (in place) and returns the system text for `trl_dataset(system=...)`.
 
     TRL renders tools only through the chat template and cannot be given another text for them, so the template
     drops them; TRL still runs and parses the environment's calls, with the parser it derives from the original
@@ -130,7 +130,7 @@ def compact_tool_prompt(processor: Any) -> tuple[Any, str]:
     drop_tools = "{%- set tools = none %}"
     processor.chat_template = drop_tools + processor.chat_template
     processor.tokenizer.chat_template = drop_tools + processor.tokenizer.chat_template
-    return processor, ToolPrompt.build(PixelisToolEnv.registry.schemas(), "compact").system
+    return compact_tool_text(PixelisToolEnv.registry.schemas())
 
 
 def _final_text(completion: Any) -> str:

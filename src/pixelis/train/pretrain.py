@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pixelis.core.config import ConfigError, PixelisConfig, config_hash
 from pixelis.core.errors import CheckpointError, TrainingError
-from pixelis.core.repro import record_artifact
+from pixelis.core.repro import get_reproducible_dataloader_kwargs, record_artifact
 from pixelis.core.tracing import TracedOperation
 from pixelis.eval.grounding import evaluate_grounding
 from pixelis.train.sft_batch import collate_sft, render_sft_sample
@@ -148,8 +148,8 @@ class PretrainRecipe:
         steps = StepBatches(self.cfg, self.processor, self.pad_id, self.accelerator.num_processes,
                             self.accelerator.process_index, self.step)
         workers = self.cfg.pretrain.render_workers
-        return DataLoader(steps, batch_size=None, collate_fn=_as_built, num_workers=workers,
-                          prefetch_factor=2 if workers else None)
+        return DataLoader(steps, batch_size=None, collate_fn=_as_built, prefetch_factor=2 if workers else None,
+                          **get_reproducible_dataloader_kwargs(self.cfg.reproducibility.seed, workers))
 
     def train_step(self, built: StepBatch) -> dict[str, float]:
         """One optimizer step on the freshly generated samples of `built` (the batch of step `self.step`)."""
